@@ -1,0 +1,34 @@
+//! The admin listener's handlers: Prometheus metrics, liveness and readiness.
+
+use http::{StatusCode, header};
+
+use crate::app::App;
+use crate::http::{Response, text};
+
+/// `GET /metrics`: the Prometheus text exposition.
+pub fn metrics() -> Response {
+    let mut response = text(StatusCode::OK, crate::telemetry::metrics().render());
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response
+}
+
+/// `GET /healthz`: the process is alive and serving. Never touches the database, so that
+/// a database outage does not get the process restarted.
+pub fn healthz() -> Response {
+    text(StatusCode::OK, "ok\n")
+}
+
+/// `GET /readyz`: the database answers. A load balancer stops sending traffic while it
+/// does not.
+pub async fn readyz(app: &App) -> Response {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), app.store().ping()).await {
+        Ok(Ok(())) => text(StatusCode::OK, "ready\n"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "not ready: database");
+            text(StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n")
+        }
+        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "database timed out\n"),
+    }
+}

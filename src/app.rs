@@ -1,0 +1,137 @@
+//! The running service: its state ([`App`]) and how it is started and stopped.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ListenConfig};
+use crate::pan::PanKeys;
+use crate::store::Store;
+use crate::visa::{ReplayPolicy, VisaKeyRing};
+use crate::{http, routes};
+
+/// Everything a request handler may need, cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    store: Store,
+    visa_keys: ArcSwap<VisaKeyRing>,
+    pan_keys: PanKeys,
+}
+
+/// The three listeners, bound before the service starts (tests bind port 0 and read the
+/// addresses back).
+pub struct Listeners {
+    pub public: TcpListener,
+    pub internal: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &ListenConfig) -> std::io::Result<Self> {
+        let bind = |addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+        };
+        Ok(Self {
+            public: bind(config.public).await?,
+            internal: bind(config.internal).await?,
+            admin: bind(config.admin).await?,
+        })
+    }
+}
+
+impl App {
+    /// Connects to the database, brings its schema up to date and loads every key.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        crate::http::tls::install_crypto_provider();
+        let store = Store::connect(&config.database).await?;
+        store.migrate().await?;
+        Self::with_store(config, store)
+    }
+
+    /// Like [`App::build`] with a store already open (and migrated).
+    pub fn with_store(config: Config, store: Store) -> anyhow::Result<Self> {
+        let visa_keys = VisaKeyRing::load(&config.keys_dir, &config.visa.jws_algorithms)?;
+        let pan_keys = PanKeys::load(&config.keys_dir, &config.pan.fingerprint_version, &config.pan.encryption_version)?;
+        tracing::info!(keys = ?visa_keys, "Visa notification keys loaded");
+        Ok(Self { inner: Arc::new(Inner { config, store, visa_keys: ArcSwap::from_pointee(visa_keys), pan_keys }) })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn pan_keys(&self) -> &PanKeys {
+        &self.inner.pan_keys
+    }
+
+    /// The current key ring. Held for one request; a reload swaps in a new one.
+    pub fn visa_keys(&self) -> Arc<VisaKeyRing> {
+        self.inner.visa_keys.load_full()
+    }
+
+    pub fn replay_policy(&self) -> ReplayPolicy {
+        ReplayPolicy { window: self.config().visa.replay_window, require_iat: self.config().visa.require_iat }
+    }
+
+    /// Re-reads the Visa key directories (on SIGHUP). A failed reload keeps the old ring.
+    pub fn reload_visa_keys(&self) -> anyhow::Result<()> {
+        let ring = VisaKeyRing::load(&self.config().keys_dir, &self.config().visa.jws_algorithms)?;
+        tracing::info!(keys = ?ring, "Visa notification keys reloaded");
+        self.inner.visa_keys.store(Arc::new(ring));
+        Ok(())
+    }
+
+    /// Serves the three listeners until `shutdown` is cancelled, then drains them.
+    pub async fn serve(self, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let tls = self.config().tls.as_ref().map(http::tls::acceptor).transpose()?;
+        let http_config = self.config().http.clone();
+        for (name, l) in [("public", &listeners.public), ("internal", &listeners.internal), ("admin", &listeners.admin)] {
+            tracing::info!(listener = name, addr = %l.local_addr()?, tls = name == "public" && tls.is_some(), "listening");
+        }
+        let upkeep = tokio::spawn(metrics_upkeep(shutdown.clone()));
+        let public = tokio::spawn(http::server::serve("public", listeners.public, tls, http_config.clone(), shutdown.clone(), {
+            let app = self.clone();
+            move |req| routes::public(app.clone(), req)
+        }));
+        let internal = tokio::spawn(http::server::serve("internal", listeners.internal, None, http_config.clone(), shutdown.clone(), {
+            let app = self.clone();
+            move |req| routes::internal(app.clone(), req)
+        }));
+        let admin = tokio::spawn(http::server::serve("admin", listeners.admin, None, http_config, shutdown.clone(), {
+            let app = self.clone();
+            move |req| routes::admin(app.clone(), req)
+        }));
+        let (a, b, c, d) = tokio::join!(public, internal, admin, upkeep);
+        a?;
+        b?;
+        c?;
+        d?;
+        self.store().close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Histograms are folded periodically; without this they only grow.
+async fn metrics_upkeep(shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => crate::telemetry::metrics().run_upkeep(),
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! # ctp-issuer
+//!
+//! An issuer's Click to Pay backend in one binary. Visa Token Service tells us when a
+//! consumer tries to enroll one of our cards in Click to Pay; we verify and decrypt that
+//! notification, match the card by a keyed hash of its number, record the attempt and
+//! announce it on the outbox. (The enrollment API, the SaaS loop and the outbox relay are
+//! built on this base.)
+//!
+//! ## Layout
+//!
+//! | module | one job |
+//! | --- | --- |
+//! | [`config`] | layered configuration: defaults → TOML file → `CTP_*` environment, validated once |
+//! | [`app`] | the service's state and its start/stop: [`App::build`], [`App::serve`], [`run`] |
+//! | [`routes`] | the three listeners' routing tables; handlers are thin translations |
+//! | [`http`] | hyper 1 plumbing: accept loop, TLS, body limits, routing by name |
+//! | [`visa`] | the inbound notification: envelope, JOSE verify + decrypt, key rings, replay window |
+//! | [`pan`] | the card-number type: masked printing, HMAC fingerprint, sealing at rest |
+//! | [`store`] | persistence behind one interface: SQLite and PostgreSQL, each with its migrations |
+//! | [`registry`] | the issuer's entities and kits, and the CSV import |
+//! | [`notify`] | outbox event payloads (seed 003's envelope) |
+//! | [`admin`] | `/metrics`, `/healthz`, `/readyz` |
+//! | [`telemetry`] | logs and the Prometheus recorder |
+//! | [`sim`] | stand-ins for outside parties: a Visa notification sender |
+//! | [`cli`] | the command line; `main.rs` only calls it |
+//!
+//! ## Rules of the house
+//!
+//! - Only a [`visa::VerifiedNotification`] reaches the store; the sole way to make one is
+//!   to verify and decrypt a [`visa::RawNotification`].
+//! - A card number is a [`pan::Pan`] from the moment it is parsed: it prints as `****1234`,
+//!   is stored only as a fingerprint, a sealed copy and its last four digits.
+//! - One error type per boundary, mapped to a status once; internal causes are logged,
+//!   never sent.
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod notify;
+pub mod pan;
+pub mod registry;
+pub mod routes;
+pub mod sim;
+pub mod store;
+pub mod telemetry;
+pub mod visa;
+
+pub use app::{App, Listeners};
+pub use config::Config;
+
+use tokio_util::sync::CancellationToken;
+
+/// Builds the service from `config` and serves `listeners` until `shutdown` is cancelled.
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+    App::build(config).await?.serve(listeners, shutdown).await
+}

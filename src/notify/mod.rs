@@ -1,0 +1,69 @@
+//! What the rest of the issuer hears from us: events written to the transactional outbox
+//! in the same transaction as the change they announce, in seed 003's envelope
+//! (`business`, `transactionType`, `serverNotifyData`). Publishing them is the relay's job.
+
+use serde::Serialize;
+
+use crate::store::MatchedKit;
+use crate::visa::VerifiedNotification;
+
+/// Event type of a recorded Visa notification.
+pub const CTP_ENROLLMENT_ATTEMPT: &str = "CTP_ENROLLMENT_ATTEMPT";
+
+/// Seed 003's message envelope.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification<T: Serialize> {
+    pub business: String,
+    pub transaction_type: &'static str,
+    pub server_notify_data: T,
+}
+
+/// `serverNotifyData` of a `CTP_ENROLLMENT_ATTEMPT`: which kit a consumer tried to enroll
+/// in Click to Pay, and what Visa told us of them. The card appears only as its last four.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollmentAttemptData<'a> {
+    pub attempt_id: &'a str,
+    pub entity_id: &'a str,
+    pub kit_no: &'a str,
+    pub token_requestor_id: &'a str,
+    pub card_last4: &'a str,
+    pub first_name: Option<&'a str>,
+    pub last_name: Option<&'a str>,
+    pub contact_email: Option<&'a str>,
+    pub phone_number: Option<&'a str>,
+    pub received_at: i64,
+    pub transaction_type: &'static str,
+    pub tenant: &'a str,
+}
+
+/// The outbox payload for a recorded notification.
+pub fn enrollment_attempt_payload(
+    attempt_id: &str,
+    kit: &MatchedKit,
+    notification: &VerifiedNotification,
+    received_at: i64,
+) -> String {
+    let attempt = notification.attempt();
+    let client = &attempt.client;
+    let message = Notification {
+        business: kit.tenant.clone(),
+        transaction_type: CTP_ENROLLMENT_ATTEMPT,
+        server_notify_data: EnrollmentAttemptData {
+            attempt_id,
+            entity_id: &kit.entity_id,
+            kit_no: &kit.kit_no,
+            token_requestor_id: notification.token_requestor_id(),
+            card_last4: attempt.pan.last4(),
+            first_name: client.first_name.as_deref(),
+            last_name: client.last_name.as_deref(),
+            contact_email: client.contact_email.as_deref(),
+            phone_number: client.phone_number.as_deref(),
+            received_at,
+            transaction_type: CTP_ENROLLMENT_ATTEMPT,
+            tenant: &kit.tenant,
+        },
+    };
+    serde_json::to_string(&message).expect("serializing plain strings cannot fail")
+}

@@ -1,0 +1,97 @@
+//! The three listeners' routing tables and the translation from a matched route to a
+//! handler. Every request is counted here by listener, route name and status.
+
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use http::{Method, StatusCode, header};
+
+use crate::app::App;
+use crate::http::router::Router;
+use crate::http::{Request, Response, empty};
+use crate::{admin, visa};
+
+#[derive(Debug, Clone, Copy)]
+enum PublicRoute {
+    VisaNotification,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum AdminRoute {
+    Metrics,
+    Healthz,
+    Readyz,
+}
+
+static PUBLIC: LazyLock<Router<PublicRoute>> = LazyLock::new(|| {
+    Router::new([(
+        "/vtis/v1/tokenRequestors/{tokenRequestorID}/cardEnrollment/notification",
+        PublicRoute::VisaNotification,
+    )])
+});
+
+static ADMIN: LazyLock<Router<AdminRoute>> = LazyLock::new(|| {
+    Router::new([("/metrics", AdminRoute::Metrics), ("/healthz", AdminRoute::Healthz), ("/readyz", AdminRoute::Readyz)])
+});
+
+/// The listener Visa (and, later, the SaaS layer) calls.
+pub async fn public(app: App, request: Request) -> Response {
+    let started = Instant::now();
+    let Some(routed) = PUBLIC.at(request.uri().path()) else {
+        return observed("public", "unmatched", started, empty(StatusCode::NOT_FOUND));
+    };
+    let response = match *routed.route {
+        PublicRoute::VisaNotification => {
+            if request.method() != Method::POST {
+                return observed("public", "visa_notification", started, not_allowed("POST"));
+            }
+            let tr = routed.param("tokenRequestorID").unwrap_or_default().to_owned();
+            visa::handler::handle(&app, &tr, request).await
+        }
+    };
+    observed("public", "visa_notification", started, response)
+}
+
+/// The issuer's own services. No routes yet: the enrollment API comes next.
+pub async fn internal(_app: App, _request: Request) -> Response {
+    observed("internal", "unmatched", Instant::now(), empty(StatusCode::NOT_FOUND))
+}
+
+/// Prometheus and the load balancers.
+pub async fn admin(app: App, request: Request) -> Response {
+    let started = Instant::now();
+    let Some(routed) = ADMIN.at(request.uri().path()) else {
+        return observed("admin", "unmatched", started, empty(StatusCode::NOT_FOUND));
+    };
+    let route = *routed.route;
+    let name = match route {
+        AdminRoute::Metrics => "metrics",
+        AdminRoute::Healthz => "healthz",
+        AdminRoute::Readyz => "readyz",
+    };
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return observed("admin", name, started, not_allowed("GET, HEAD"));
+    }
+    let response = match route {
+        AdminRoute::Metrics => admin::metrics(),
+        AdminRoute::Healthz => admin::healthz(),
+        AdminRoute::Readyz => admin::readyz(&app).await,
+    };
+    observed("admin", name, started, response)
+}
+
+fn not_allowed(allow: &'static str) -> Response {
+    let mut response = empty(StatusCode::METHOD_NOT_ALLOWED);
+    response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    response
+}
+
+/// Counts a finished request by route name (never the raw path) and status.
+fn observed(listener: &'static str, route: &'static str, started: Instant, response: Response) -> Response {
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("ctp_http_requests_total", "listener" => listener, "route" => route, "status" => status)
+        .increment(1);
+    metrics::histogram!("ctp_http_request_duration_seconds", "listener" => listener, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,314 @@
+//! The notification envelope: `{"encryptedData": JWS(JWE(payload))}` (protocol.md §1).
+//!
+//! Two types, two stages. A [`RawNotification`] is what came over the wire, shape-checked
+//! but trusted for nothing. [`RawNotification::open`] is the only way to get a
+//! [`VerifiedNotification`]: signature verified by a configured Visa key, payload decrypted
+//! by a configured issuer key, `iat` inside the replay window, plaintext parsed. The store
+//! accepts only the verified type, so an unverified notification cannot be recorded.
+//!
+//! Header checks are done here, before josekit is called, so that each failure gets its own
+//! rejection (unknown kid, disallowed alg, bad signature …) and so that anything josekit
+//! would accept but we must not (JWE compression, `dir`, `RSA1_5`) never reaches it.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use serde_json::{Map, Value};
+
+use super::error::{Rejected, Rejection};
+use super::keys::{JWE_ALGORITHMS, JWE_ENCRYPTIONS, VisaKeyRing};
+use super::payload::EnrollmentAttempt;
+
+/// Seed 001: `encryptedData` is at most 7000 characters.
+pub const MAX_ENCRYPTED_DATA_CHARS: usize = 7000;
+
+/// The only event type documented for this endpoint.
+pub const ENROLLMENT_ATTEMPT: &str = "CTP_ENROLLMENT_ATTEMPT";
+
+/// What the replay check needs: the window and whether `iat` is mandatory.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayPolicy {
+    pub window: Duration,
+    pub require_iat: bool,
+}
+
+/// A notification as received: path, query and body checked for shape, nothing verified.
+#[derive(Debug, Clone)]
+pub struct RawNotification {
+    token_requestor_id: String,
+    encrypted_data: String,
+    envelope_hash: String,
+}
+
+/// A notification whose signature, encryption and freshness have been checked.
+/// Constructed only by [`RawNotification::open`].
+#[derive(Debug, Clone)]
+pub struct VerifiedNotification {
+    token_requestor_id: String,
+    envelope_hash: String,
+    jws_kid: String,
+    jwe_kid: String,
+    /// Epoch seconds, whichever of the three wire forms it came in.
+    iat: Option<i64>,
+    attempt: EnrollmentAttempt,
+}
+
+impl VerifiedNotification {
+    pub fn token_requestor_id(&self) -> &str {
+        &self.token_requestor_id
+    }
+    /// Hex SHA-256 of `encryptedData`: the deduplication key.
+    pub fn envelope_hash(&self) -> &str {
+        &self.envelope_hash
+    }
+    pub fn jws_kid(&self) -> &str {
+        &self.jws_kid
+    }
+    pub fn jwe_kid(&self) -> &str {
+        &self.jwe_kid
+    }
+    pub fn iat(&self) -> Option<i64> {
+        self.iat
+    }
+    pub fn attempt(&self) -> &EnrollmentAttempt {
+        &self.attempt
+    }
+}
+
+impl RawNotification {
+    /// Checks the request's shape: event type, token requestor id, JSON body with an
+    /// `encryptedData` string of at most 7000 characters.
+    pub fn parse(
+        token_requestor_id: &str,
+        event_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<Self, Rejected> {
+        // A missing eventType is read as the one documented type; any other is refused.
+        if event_type.is_some_and(|t| t != ENROLLMENT_ATTEMPT) {
+            return Err(Rejection::UnknownEventType.into());
+        }
+        if token_requestor_id.is_empty()
+            || token_requestor_id.len() > 64
+            || !token_requestor_id.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(Rejection::BadTokenRequestorId.into());
+        }
+        let value: Value = serde_json::from_slice(body).map_err(|_| Rejection::BodyNotJson)?;
+        let object = value.as_object().ok_or(Rejection::BodyNotJson)?;
+        let encrypted_data = match object.get("encryptedData") {
+            Some(Value::String(s)) => s,
+            _ => return Err(Rejection::MissingEncryptedData.into()),
+        };
+        if encrypted_data.chars().count() > MAX_ENCRYPTED_DATA_CHARS {
+            return Err(Rejection::EncryptedDataTooLong.into());
+        }
+        Ok(Self {
+            token_requestor_id: token_requestor_id.to_owned(),
+            envelope_hash: envelope_hash(encrypted_data),
+            encrypted_data: encrypted_data.clone(),
+        })
+    }
+
+    /// The deduplication key, available before any cryptography so that a redelivery can
+    /// be answered without repeating it.
+    pub fn envelope_hash(&self) -> &str {
+        &self.envelope_hash
+    }
+
+    /// Verifies, decrypts, checks freshness and parses. CPU-bound (one RSA private-key
+    /// operation in RSA mode): call it off the async threads.
+    pub fn open(
+        self,
+        keys: &VisaKeyRing,
+        replay: ReplayPolicy,
+        now: SystemTime,
+    ) -> Result<VerifiedNotification, Rejected> {
+        // 1. The outer JWS.
+        let jws = CompactParts::split(&self.encrypted_data, 3).ok_or(Rejection::NotCompactJws)?;
+        let jws_header = decode_header(jws.parts[0]).ok_or(Rejection::NotCompactJws)?;
+        let jws_alg = header_str(&jws_header, "alg").ok_or(Rejection::NotCompactJws.at("alg"))?;
+        let jws_kid = header_str(&jws_header, "kid").ok_or(Rejection::UnknownJwsKey.at("kid"))?;
+        let verifier = match keys.verifier(jws_kid, jws_alg) {
+            Some(v) => v,
+            None if keys.knows_jws_kid(jws_kid) => return Err(Rejection::JwsAlgorithmNotAllowed.into()),
+            None if jws_alg == "none" => return Err(Rejection::JwsAlgorithmNotAllowed.into()),
+            None => return Err(Rejection::UnknownJwsKey.into()),
+        };
+        if B64URL.decode(jws.parts[1]).is_err() || B64URL.decode(jws.parts[2]).is_err() {
+            return Err(Rejection::NotCompactJws.into());
+        }
+        let (jwe_bytes, _) = josekit::jws::deserialize_compact(self.encrypted_data.as_bytes(), verifier)
+            .map_err(|_| Rejection::BadSignature)?;
+        let jws_kid = jws_kid.to_owned();
+
+        // 2. The inner JWE.
+        let jwe_text = std::str::from_utf8(&jwe_bytes).map_err(|_| Rejection::NotCompactJwe)?;
+        let jwe = CompactParts::split(jwe_text, 5).ok_or(Rejection::NotCompactJwe)?;
+        let jwe_header = decode_header(jwe.parts[0]).ok_or(Rejection::NotCompactJwe)?;
+        if jwe.parts[1..].iter().any(|p| B64URL.decode(p).is_err()) {
+            return Err(Rejection::NotCompactJwe.into());
+        }
+        let jwe_alg = header_str(&jwe_header, "alg").ok_or(Rejection::NotCompactJwe.at("alg"))?;
+        let jwe_enc = header_str(&jwe_header, "enc").ok_or(Rejection::NotCompactJwe.at("enc"))?;
+        if !JWE_ALGORITHMS.contains(&jwe_alg) {
+            return Err(Rejection::JweAlgorithmNotAllowed.at("alg"));
+        }
+        if !JWE_ENCRYPTIONS.contains(&jwe_enc) {
+            return Err(Rejection::JweAlgorithmNotAllowed.at("enc"));
+        }
+        // Compression inside an authenticated envelope is a decompression bomb waiting to
+        // happen, and Visa does not use it.
+        if jwe_header.contains_key("zip") {
+            return Err(Rejection::JweAlgorithmNotAllowed.at("zip"));
+        }
+        let jwe_kid = header_str(&jwe_header, "kid").ok_or(Rejection::UnknownJweKey.at("kid"))?;
+        let decrypter = keys.decrypter(jwe_kid, jwe_alg).ok_or(Rejection::UnknownJweKey)?;
+
+        // 3. Freshness, before the expensive decryption.
+        let iat = match jwe_header.get("iat").or_else(|| jws_header.get("iat")) {
+            None | Some(Value::Null) if replay.require_iat => return Err(Rejection::IatMissing.into()),
+            None | Some(Value::Null) => None,
+            Some(v) => Some(parse_iat(v).ok_or(Rejection::IatOutsideWindow.at("iat"))?),
+        };
+        if let Some(iat) = iat {
+            let now = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+            if now.abs_diff(iat) > replay.window.as_secs() {
+                return Err(Rejection::IatOutsideWindow.into());
+            }
+        }
+
+        let (plaintext, _) =
+            josekit::jwe::deserialize_compact(jwe_text, decrypter).map_err(|_| Rejection::DecryptionFailed)?;
+        let plaintext = zeroize::Zeroizing::new(plaintext);
+        let jwe_kid = jwe_kid.to_owned();
+
+        // 4. The payload.
+        let attempt = EnrollmentAttempt::from_json(&plaintext)?;
+        Ok(VerifiedNotification {
+            token_requestor_id: self.token_requestor_id,
+            envelope_hash: self.envelope_hash,
+            jws_kid,
+            jwe_kid,
+            iat,
+            attempt,
+        })
+    }
+}
+
+/// The dot-separated segments of a compact JOSE serialization.
+struct CompactParts<'a> {
+    parts: Vec<&'a str>,
+}
+
+impl<'a> CompactParts<'a> {
+    fn split(input: &'a str, expected: usize) -> Option<Self> {
+        let parts: Vec<&str> = input.split('.').collect();
+        let header_ok = parts.first().is_some_and(|h| !h.is_empty());
+        let alphabet_ok = input.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        (parts.len() == expected && header_ok && alphabet_ok).then_some(Self { parts })
+    }
+}
+
+fn decode_header(segment: &str) -> Option<Map<String, Value>> {
+    let bytes = B64URL.decode(segment).ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+fn header_str<'a>(header: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    header.get(key)?.as_str()
+}
+
+/// `iat` as seen in Visa's samples: a string of epoch seconds, an integer of epoch seconds,
+/// or an integer of epoch milliseconds (any value above 10^12 is milliseconds).
+pub fn parse_iat(value: &Value) -> Option<i64> {
+    let raw = match value {
+        Value::Number(n) => n.as_i64()?,
+        Value::String(s) => s.trim().parse::<i64>().ok()?,
+        _ => return None,
+    };
+    if raw < 0 {
+        return None;
+    }
+    Some(if raw > 1_000_000_000_000 { raw / 1000 } else { raw })
+}
+
+/// Hex SHA-256 of the envelope text.
+fn envelope_hash(encrypted_data: &str) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, encrypted_data.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn iat_in_all_three_forms() {
+        assert_eq!(parse_iat(&json!("1700000000")), Some(1_700_000_000));
+        assert_eq!(parse_iat(&json!(1_700_000_000)), Some(1_700_000_000));
+        assert_eq!(parse_iat(&json!(1_700_000_000_123i64)), Some(1_700_000_000));
+        assert_eq!(parse_iat(&json!("soon")), None);
+        assert_eq!(parse_iat(&json!(-5)), None);
+        assert_eq!(parse_iat(&json!(1.5)), None);
+    }
+
+    #[test]
+    fn parse_checks_shape_in_protocol_order() {
+        let ok = br#"{"encryptedData":"a.b.c"}"#;
+        assert!(RawNotification::parse("40010030273", Some(ENROLLMENT_ATTEMPT), ok).is_ok());
+        assert!(RawNotification::parse("40010030273", None, ok).is_ok());
+        let reason = |tr: &str, ev: Option<&str>, body: &[u8]| RawNotification::parse(tr, ev, body).unwrap_err().reason;
+        assert_eq!(reason("400", Some("CTP_SOMETHING_ELSE"), ok), Rejection::UnknownEventType);
+        assert_eq!(reason("4001/x", None, ok), Rejection::BadTokenRequestorId);
+        assert_eq!(reason("400", None, b"not json"), Rejection::BodyNotJson);
+        assert_eq!(reason("400", None, b"[1,2]"), Rejection::BodyNotJson);
+        assert_eq!(reason("400", None, br#"{"encryptedData":7}"#), Rejection::MissingEncryptedData);
+        let long = format!(r#"{{"encryptedData":"{}"}}"#, "a".repeat(7001));
+        assert_eq!(reason("400", None, long.as_bytes()), Rejection::EncryptedDataTooLong);
+    }
+
+    #[test]
+    fn same_envelope_same_hash() {
+        let a = RawNotification::parse("1", None, br#"{"encryptedData":"x.y.z"}"#).unwrap();
+        let b = RawNotification::parse("2", None, br#"{"encryptedData":"x.y.z","extra":1}"#).unwrap();
+        assert_eq!(a.envelope_hash(), b.envelope_hash());
+    }
+
+    fn empty_ring_open(data: &str) -> Rejection {
+        let body = json!({ "encryptedData": data }).to_string();
+        let raw = RawNotification::parse("1", None, body.as_bytes()).unwrap();
+        let policy = ReplayPolicy { window: Duration::from_secs(300), require_iat: true };
+        raw.open(&VisaKeyRing::default(), policy, SystemTime::now()).unwrap_err().reason
+    }
+
+    #[test]
+    fn structural_garbage_is_a_bad_request_not_a_crash() {
+        assert_eq!(empty_ring_open("only-one-part"), Rejection::NotCompactJws);
+        assert_eq!(empty_ring_open("a.b.c.d"), Rejection::NotCompactJws);
+        assert_eq!(empty_ring_open("!!!.b.c"), Rejection::NotCompactJws);
+        let header = B64URL.encode(br#"{"alg":"PS256","kid":"nobody"}"#);
+        assert_eq!(empty_ring_open(&format!("{header}.e30.c2ln")), Rejection::UnknownJwsKey);
+        let none = B64URL.encode(br#"{"alg":"none","kid":"nobody"}"#);
+        assert_eq!(empty_ring_open(&format!("{none}.e30.")), Rejection::JwsAlgorithmNotAllowed);
+    }
+
+    proptest! {
+        /// No body makes the shape check panic.
+        #[test]
+        fn parse_never_panics(tr in "\\PC{0,80}", ev in proptest::option::of("\\PC{0,30}"), body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = RawNotification::parse(&tr, ev.as_deref(), &body);
+        }
+
+        /// No encryptedData makes verification panic, including dotted base64url-looking
+        /// strings that get past the shape check.
+        #[test]
+        fn open_never_panics(segments in proptest::collection::vec("[A-Za-z0-9_-]{0,40}", 0..7)) {
+            let _ = empty_ring_open(&segments.join("."));
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! `POST /vtis/v1/tokenRequestors/{tokenRequestorID}/cardEnrollment/notification`
+//!
+//! limit body → parse → already seen? → verify and decrypt (off the async threads) →
+//! fingerprint the card → record attempt and outbox event in one transaction → 200.
+//! Every outcome is counted and logged here, once.
+
+use std::time::{Instant, SystemTime};
+
+use http::StatusCode;
+
+use super::envelope::RawNotification;
+use super::error::{NotificationError, Rejection};
+use crate::app::App;
+use crate::http::{BodyError, Request, Response, empty, read_body};
+use crate::store::AttemptOutcome;
+
+/// What a successful notification did.
+#[derive(Debug)]
+enum Accepted {
+    Recorded { attempt_id: String, tenant: String, kit_no: String, card: String },
+    Duplicate,
+}
+
+pub async fn handle(app: &App, token_requestor_id: &str, request: Request) -> Response {
+    let started = Instant::now();
+    let result = process(app, token_requestor_id, request).await;
+    let (status, outcome) = match &result {
+        Ok(Accepted::Recorded { attempt_id, tenant, kit_no, card }) => {
+            tracing::info!(%attempt_id, %tenant, %kit_no, %card, "enrollment attempt recorded");
+            (StatusCode::OK, "recorded")
+        }
+        Ok(Accepted::Duplicate) => {
+            tracing::info!("duplicate notification answered without effect");
+            (StatusCode::OK, "duplicate")
+        }
+        Err(NotificationError::Rejected(r)) => {
+            tracing::warn!(reason = r.reason.code(), detail = r.detail.unwrap_or(""), status = r.reason.status().as_u16(), "notification rejected");
+            metrics::counter!("ctp_visa_notification_rejections_total", "reason" => r.reason.code()).increment(1);
+            let outcome = match r.reason.status() {
+                StatusCode::UNAUTHORIZED => "unauthorized",
+                StatusCode::NOT_FOUND => "unknown_card",
+                _ => "bad_request",
+            };
+            (r.reason.status(), outcome)
+        }
+        Err(NotificationError::Internal(e)) => {
+            tracing::error!(error = %e, "notification failed on our side; Visa will retry");
+            (StatusCode::INTERNAL_SERVER_ERROR, "error")
+        }
+    };
+    metrics::counter!("ctp_visa_notifications_total", "outcome" => outcome).increment(1);
+    metrics::histogram!("ctp_visa_notification_duration_seconds", "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    empty(status)
+}
+
+async fn process(app: &App, token_requestor_id: &str, request: Request) -> Result<Accepted, NotificationError> {
+    let event_type = request.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "eventType").map(|(_, v)| v.into_owned())
+    });
+    let (_, body) = read_body(request, app.config().visa.max_body_bytes).await.map_err(|e| match e {
+        BodyError::TooLarge(_) => Rejection::BodyTooLarge,
+        BodyError::Io(_) => Rejection::BodyNotJson,
+    })?;
+    let raw = RawNotification::parse(token_requestor_id, event_type.as_deref(), &body)?;
+
+    // A redelivery is answered before any cryptography: it changes nothing either way.
+    let store = app.store();
+    if store.attempt_seen(raw.envelope_hash()).await.map_err(internal)? {
+        return Ok(Accepted::Duplicate);
+    }
+
+    let keys = app.visa_keys();
+    let replay = app.replay_policy();
+    let verified = tokio::task::spawn_blocking(move || raw.open(&keys, replay, SystemTime::now()))
+        .await
+        .map_err(|e| NotificationError::Internal(format!("verification task failed: {e}")))??;
+
+    let pan = &verified.attempt().pan;
+    let fingerprints = app.pan_keys().lookup_fingerprints(pan);
+    match store.record_attempt(&verified, &fingerprints).await.map_err(internal)? {
+        AttemptOutcome::Recorded { attempt_id, kit } => {
+            Ok(Accepted::Recorded { attempt_id, tenant: kit.tenant, kit_no: kit.kit_no, card: pan.to_string() })
+        }
+        AttemptOutcome::Duplicate => Ok(Accepted::Duplicate),
+        AttemptOutcome::UnknownCard => {
+            tracing::info!(card = %pan, "no kit has this card");
+            Err(Rejection::UnknownCard.into())
+        }
+    }
+}
+
+fn internal(e: crate::store::StoreError) -> NotificationError {
+    NotificationError::Internal(e.to_string())
+}
