@@ -16,7 +16,7 @@ use crate::store::AttemptOutcome;
 
 /// What a successful notification did.
 #[derive(Debug)]
-enum Accepted {
+pub enum Accepted {
     Recorded { attempt_id: String, tenant: String, kit_no: String, card: String },
     Duplicate,
 }
@@ -54,6 +54,7 @@ pub async fn handle(app: &App, token_requestor_id: &str, request: Request) -> Re
     empty(status)
 }
 
+/// Reads the HTTP request and hands its parts to [`accept`].
 async fn process(app: &App, token_requestor_id: &str, request: Request) -> Result<Accepted, NotificationError> {
     let event_type = request.uri().query().and_then(|q| {
         form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "eventType").map(|(_, v)| v.into_owned())
@@ -62,7 +63,18 @@ async fn process(app: &App, token_requestor_id: &str, request: Request) -> Resul
         BodyError::TooLarge(_) => Rejection::BodyTooLarge,
         BodyError::Io(_) => Rejection::BodyNotJson,
     })?;
-    let raw = RawNotification::parse(token_requestor_id, event_type.as_deref(), &body)?;
+    accept(app, token_requestor_id, event_type.as_deref(), &body).await
+}
+
+/// The whole notification path without HTTP: parse, deduplicate, verify and decrypt,
+/// fingerprint, record. (The benchmarks call this directly.)
+pub async fn accept(
+    app: &App,
+    token_requestor_id: &str,
+    event_type: Option<&str>,
+    body: &[u8],
+) -> Result<Accepted, NotificationError> {
+    let raw = RawNotification::parse(token_requestor_id, event_type, body)?;
 
     // A redelivery is answered before any cryptography: it changes nothing either way.
     let store = app.store();
