@@ -1,0 +1,63 @@
+//! The SaaS layer's callback, on the public listener: `POST /ctp/v1/saas/callback`.
+//!
+//! Unverified bytes stay bytes: the Standard Webhooks signature is checked over the raw
+//! body first ([`crate::webhook::WebhookVerifier`]), and only the verified body is parsed.
+//! Idempotent on the webhook id (recorded in the same transaction as the change);
+//! duplicates, late arrivals and results for finished requests are answered 200 (so the
+//! SaaS stops retrying) and change nothing.
+
+use std::time::SystemTime;
+
+use http::StatusCode;
+
+use crate::app::App;
+use crate::enrollment::service::{apply, finish_from_outcome};
+use crate::http::{BodyError, Request, Response, empty, read_body};
+use crate::saas::wire::Callback;
+use crate::store::enrollment::FinishOutcome;
+
+/// Callbacks are small; anything larger is not one.
+const MAX_CALLBACK_BYTES: usize = 64 * 1024;
+
+pub async fn handle(app: &App, request: Request) -> Response {
+    let status = match process(app, request).await {
+        Ok(status) => status,
+        Err((status, reason)) => {
+            tracing::warn!(reason, status = status.as_u16(), "SaaS callback refused");
+            metrics::counter!("ctp_saas_callbacks_rejected_total", "reason" => reason).increment(1);
+            status
+        }
+    };
+    empty(status)
+}
+
+async fn process(app: &App, request: Request) -> Result<StatusCode, (StatusCode, &'static str)> {
+    let (parts, body) = read_body(request, MAX_CALLBACK_BYTES).await.map_err(|e| match e {
+        BodyError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        BodyError::Io(_) => (StatusCode::BAD_REQUEST, "unreadable"),
+    })?;
+    let verified = app
+        .callback_verifier()
+        .verify(&parts.headers, body, SystemTime::now())
+        .map_err(|e| (StatusCode::UNAUTHORIZED, e.reason()))?;
+    let callback: Callback = verified.json().map_err(|_| (StatusCode::BAD_REQUEST, "malformed"))?;
+    let trace = app
+        .store()
+        .request_trace(&callback.tenant, &callback.request_id)
+        .await
+        .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "database"))?;
+    // The tenant must be the request's own: another tenant's callback finds nothing.
+    let Some(trace) = trace else { return Err((StatusCode::NOT_FOUND, "unknown_request")) };
+    if trace.event != callback.event.as_str() {
+        return Err((StatusCode::BAD_REQUEST, "event_mismatch"));
+    }
+    let finish = finish_from_outcome(callback.event, &callback.request_id, &callback.request_trace_id, &callback.outcome, Some(verified.id().to_owned()));
+    match apply(app, &finish, "callback").await {
+        Ok(FinishOutcome::Unknown) => Err((StatusCode::NOT_FOUND, "unknown_request")),
+        Ok(_) => Ok(StatusCode::OK),
+        Err(e) => {
+            tracing::error!(error = %e, "SaaS callback not applied; the SaaS will retry");
+            Err((StatusCode::INTERNAL_SERVER_ERROR, "database"))
+        }
+    }
+}

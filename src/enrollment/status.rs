@@ -1,0 +1,295 @@
+//! Statuses (seed 003) and the one table of legal transitions.
+//!
+//! Every status change in the service is asked of [`plan_start`] (when an operation is
+//! sent) or [`plan_finish`] (when its result arrives). Anything the table does not list is
+//! refused, counted, and changes nothing: a callback for a finished request, a SUCCESS
+//! after a FAILED, an add-card for a customer who is not ACTIVE.
+
+use std::fmt;
+
+use super::CtpEvent;
+
+/// Status of an entity (customer) or a kit (card) on Click to Pay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CtpStatus {
+    Unregistered,
+    RegistrationInProgress,
+    Active,
+    RemovalInProgress,
+    Removed,
+    Disabled,
+}
+
+impl CtpStatus {
+    pub const ALL: [CtpStatus; 6] = [
+        Self::Unregistered,
+        Self::RegistrationInProgress,
+        Self::Active,
+        Self::RemovalInProgress,
+        Self::Removed,
+        Self::Disabled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unregistered => "UNREGISTERED",
+            Self::RegistrationInProgress => "REGISTRATION_IN_PROGRESS",
+            Self::Active => "ACTIVE",
+            Self::RemovalInProgress => "REMOVAL_IN_PROGRESS",
+            Self::Removed => "REMOVED",
+            Self::Disabled => "DISABLED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// Whether an operation may (re-)register from here.
+    fn registrable(self) -> bool {
+        matches!(self, Self::Unregistered | Self::Removed)
+    }
+}
+
+impl fmt::Display for CtpStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Status of one asynchronous request: IN_PROGRESS, then SUCCESS or FAILED, never back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TraceStatus {
+    InProgress,
+    Success,
+    Failed,
+}
+
+impl TraceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProgress => "IN_PROGRESS",
+            Self::Success => "SUCCESS",
+            Self::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::InProgress, Self::Success, Self::Failed].into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// The request trace lifecycle: only IN_PROGRESS may finish, and only once.
+    pub fn can_become(self, next: TraceStatus) -> bool {
+        self == Self::InProgress && next != Self::InProgress
+    }
+}
+
+/// Why an operation may not start. Each maps to a stable API error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Seed 000's `Y109`: the entity has no ACTIVE Click to Pay registration.
+    #[error("Not a registered Customer")]
+    NotRegistered,
+    #[error("Customer is already registered on Click to Pay")]
+    AlreadyRegistered,
+    #[error("Kit is already enrolled on Click to Pay")]
+    KitAlreadyEnrolled,
+    #[error("Kit is not enrolled on Click to Pay")]
+    KitNotEnrolled,
+    #[error("Another Click to Pay request for this customer is in progress")]
+    InProgress,
+}
+
+/// What starting an operation does to the statuses it touches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartPlan {
+    /// The entity's status while the request is in flight (`None`: unchanged).
+    pub entity: Option<CtpStatus>,
+    /// The status each named kit takes while the request is in flight.
+    pub kit: Option<CtpStatus>,
+}
+
+/// Checks that `event` may start for an entity in `entity` and a kit in `kit` (the kit the
+/// operation names; for REMOVE_ENTITY and UPDATE_ENTITY there is none), and says what
+/// changes. `kit` is `None` when the operation names no kit.
+pub fn plan_start(event: CtpEvent, entity: CtpStatus, kit: Option<CtpStatus>) -> Result<StartPlan, Refusal> {
+    use CtpEvent::*;
+    use CtpStatus::*;
+    if matches!(entity, RegistrationInProgress | RemovalInProgress) {
+        return Err(Refusal::InProgress);
+    }
+    if matches!(kit, Some(RegistrationInProgress | RemovalInProgress)) {
+        return Err(Refusal::InProgress);
+    }
+    match event {
+        RegisterEntityAndKit => {
+            if !entity.registrable() {
+                return Err(if entity == Active { Refusal::AlreadyRegistered } else { Refusal::NotRegistered });
+            }
+            match kit {
+                Some(k) if k.registrable() => Ok(StartPlan { entity: Some(RegistrationInProgress), kit: Some(RegistrationInProgress) }),
+                Some(_) => Err(Refusal::KitAlreadyEnrolled),
+                None => Err(Refusal::KitNotEnrolled),
+            }
+        }
+        AddKit => {
+            if entity != Active {
+                return Err(Refusal::NotRegistered);
+            }
+            match kit {
+                Some(k) if k.registrable() => Ok(StartPlan { entity: None, kit: Some(RegistrationInProgress) }),
+                _ => Err(Refusal::KitAlreadyEnrolled),
+            }
+        }
+        RemoveKit => {
+            if entity != Active {
+                return Err(Refusal::NotRegistered);
+            }
+            match kit {
+                Some(Active) => Ok(StartPlan { entity: None, kit: Some(RemovalInProgress) }),
+                _ => Err(Refusal::KitNotEnrolled),
+            }
+        }
+        RemoveEntity => {
+            if entity != Active {
+                return Err(Refusal::NotRegistered);
+            }
+            // Every ACTIVE kit of the entity goes with it (the caller applies `kit` to each).
+            Ok(StartPlan { entity: Some(RemovalInProgress), kit: Some(RemovalInProgress) })
+        }
+        UpdateEntity => {
+            if entity != Active {
+                return Err(Refusal::NotRegistered);
+            }
+            Ok(StartPlan { entity: None, kit: None })
+        }
+        UpdateKit => {
+            if entity != Active {
+                return Err(Refusal::NotRegistered);
+            }
+            match kit {
+                Some(Active) => Ok(StartPlan { entity: None, kit: None }),
+                _ => Err(Refusal::KitNotEnrolled),
+            }
+        }
+    }
+}
+
+/// Where a status goes when the request that moved it finishes. `from` is the in-flight
+/// status, `before` the status it had when the request started (restored on failure).
+/// `None` means the transition is illegal and must be refused.
+pub fn plan_finish(event: CtpEvent, from: CtpStatus, before: CtpStatus, succeeded: bool) -> Option<CtpStatus> {
+    use CtpEvent::*;
+    use CtpStatus::*;
+    match (event, from, succeeded) {
+        (RegisterEntityAndKit | AddKit, RegistrationInProgress, true) => Some(Active),
+        (RegisterEntityAndKit | AddKit, RegistrationInProgress, false) => Some(before),
+        (RemoveEntity | RemoveKit, RemovalInProgress, true) => Some(Removed),
+        (RemoveEntity | RemoveKit, RemovalInProgress, false) => Some(before),
+        // Updates do not move statuses; they finish where they started.
+        (UpdateEntity | UpdateKit, Active, _) => Some(Active),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use CtpStatus::*;
+
+    #[test]
+    fn names_round_trip() {
+        for s in CtpStatus::ALL {
+            assert_eq!(CtpStatus::parse(s.as_str()), Some(s));
+        }
+        for e in CtpEvent::ALL {
+            assert_eq!(CtpEvent::parse(e.as_str()), Some(e));
+        }
+        assert_eq!(CtpStatus::parse("active"), None);
+    }
+
+    #[test]
+    fn trace_lifecycle_is_one_way() {
+        use TraceStatus::*;
+        let all = [InProgress, Success, Failed];
+        for from in all {
+            for to in all {
+                let legal = from == InProgress && to != InProgress;
+                assert_eq!(from.can_become(to), legal, "{from:?} -> {to:?}");
+            }
+        }
+    }
+
+    /// Every (event, entity, kit) combination: the expected outcome written out as a
+    /// second, independent statement of seed 000/003's rules.
+    #[test]
+    fn start_table_is_exhaustive() {
+        let kits: Vec<Option<CtpStatus>> = std::iter::once(None).chain(CtpStatus::ALL.map(Some)).collect();
+        for event in CtpEvent::ALL {
+            for entity in CtpStatus::ALL {
+                for &kit in &kits {
+                    let got = plan_start(event, entity, kit);
+                    let busy = matches!(entity, RegistrationInProgress | RemovalInProgress)
+                        || matches!(kit, Some(RegistrationInProgress | RemovalInProgress));
+                    let expected = if busy {
+                        Err(Refusal::InProgress)
+                    } else {
+                        expected_start(event, entity, kit)
+                    };
+                    assert_eq!(got, expected, "{event} entity={entity} kit={kit:?}");
+                }
+            }
+        }
+    }
+
+    fn expected_start(event: CtpEvent, entity: CtpStatus, kit: Option<CtpStatus>) -> Result<StartPlan, Refusal> {
+        let free = |k: Option<CtpStatus>| matches!(k, Some(Unregistered | Removed));
+        let plan = |e, k| Ok(StartPlan { entity: e, kit: k });
+        match event {
+            CtpEvent::RegisterEntityAndKit => match entity {
+                Active => Err(Refusal::AlreadyRegistered),
+                Disabled => Err(Refusal::NotRegistered),
+                _ if free(kit) => plan(Some(RegistrationInProgress), Some(RegistrationInProgress)),
+                _ if kit.is_none() => Err(Refusal::KitNotEnrolled),
+                _ => Err(Refusal::KitAlreadyEnrolled),
+            },
+            _ if entity != Active => Err(Refusal::NotRegistered),
+            CtpEvent::AddKit if free(kit) => plan(None, Some(RegistrationInProgress)),
+            CtpEvent::AddKit => Err(Refusal::KitAlreadyEnrolled),
+            CtpEvent::RemoveKit if kit == Some(Active) => plan(None, Some(RemovalInProgress)),
+            CtpEvent::RemoveKit => Err(Refusal::KitNotEnrolled),
+            CtpEvent::RemoveEntity => plan(Some(RemovalInProgress), Some(RemovalInProgress)),
+            CtpEvent::UpdateEntity => plan(None, None),
+            CtpEvent::UpdateKit if kit == Some(Active) => plan(None, None),
+            CtpEvent::UpdateKit => Err(Refusal::KitNotEnrolled),
+        }
+    }
+
+    #[test]
+    fn finish_table_is_exhaustive() {
+        for event in CtpEvent::ALL {
+            for from in CtpStatus::ALL {
+                for before in CtpStatus::ALL {
+                    for ok in [true, false] {
+                        let got = plan_finish(event, from, before, ok);
+                        let expected = match (event, from) {
+                            (CtpEvent::RegisterEntityAndKit | CtpEvent::AddKit, RegistrationInProgress) => Some(if ok { Active } else { before }),
+                            (CtpEvent::RemoveEntity | CtpEvent::RemoveKit, RemovalInProgress) => Some(if ok { Removed } else { before }),
+                            (CtpEvent::UpdateEntity | CtpEvent::UpdateKit, Active) => Some(Active),
+                            _ => None,
+                        };
+                        assert_eq!(got, expected, "{event} from={from} before={before} ok={ok}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_register_that_fails_goes_back_to_where_it_was() {
+        let start = plan_start(CtpEvent::RegisterEntityAndKit, Removed, Some(Unregistered)).unwrap();
+        assert_eq!(start.entity, Some(RegistrationInProgress));
+        assert_eq!(plan_finish(CtpEvent::RegisterEntityAndKit, RegistrationInProgress, Removed, false), Some(Removed));
+        assert_eq!(plan_finish(CtpEvent::RegisterEntityAndKit, Active, Unregistered, true), None, "a second SUCCESS is refused");
+    }
+}
