@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# The notification-path comparison of issue 5, in one go: builds the release binary,
+# measures the crypto floor with `openssl speed`, prepares fresh keys, cards and
+# notifications, then for each key mode × database × concurrency starts a fresh
+# `ctp-issuer serve`, loads it over loopback with `ctp-issuer bench notify`, stops it, and
+# finally prints one table. See BENCHMARKS.md for what the columns mean.
+#
+#   bench/run.sh                 # everything (about 5 minutes on the 2-core machine)
+#   BENCH_DBS=sqlite BENCH_MODES=shared-hs256 BENCH_CONCURRENCY=64 bench/run.sh
+#
+# Knobs (environment): BENCH_PG_URL (postgres://postgres@127.0.0.1:5432/test),
+# BENCH_MODES ("rsa shared-hs256"), BENCH_DBS ("sqlite postgres"),
+# BENCH_CONCURRENCY ("1 16 64"), BENCH_DURATION (5s per run), BENCH_CARDS (1000),
+# BENCH_RSA_COUNT (20000) and BENCH_SHARED_COUNT (100000): most requests per run,
+# BENCH_KEEP=1 keeps the work directory (keys, kits, bodies, server logs).
+#
+# Only loopback is ever targeted, every run is bounded in time and count, and every
+# process this script starts is stopped by its pid.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_URL=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/test}
+MODES=${BENCH_MODES:-"rsa shared-hs256"}
+DBS=${BENCH_DBS:-"sqlite postgres"}
+CONCURRENCY=${BENCH_CONCURRENCY:-"1 16 64"}
+DURATION=${BENCH_DURATION:-5s}
+CARDS=${BENCH_CARDS:-1000}
+RSA_COUNT=${BENCH_RSA_COUNT:-20000}
+SHARED_COUNT=${BENCH_SHARED_COUNT:-100000}
+WARMUP=100
+NPROC=$(nproc)
+
+log() { printf '%s\n' "$*" >&2; }
+
+log "== building (cargo build --release)"
+cargo build --release --quiet
+BIN=$PWD/target/release/ctp-issuer
+
+WORK=$(mktemp -d /tmp/ctp-bench.XXXXXX)
+SERVER_PID=""
+SCHEMA=""
+cleanup() {
+    if [[ -n "$SERVER_PID" ]]; then kill -TERM "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+    if [[ -n "$SCHEMA" ]]; then psql -q "$PG_URL" -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 || true; fi
+    if [[ "${BENCH_KEEP:-0}" == 1 ]]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+# Three free loopback ports (the server under test binds them itself).
+BASE=$((20000 + RANDOM % 20000))
+PUBLIC=127.0.0.1:$BASE INTERNAL=127.0.0.1:$((BASE + 1)) ADMIN=127.0.0.1:$((BASE + 2))
+
+# --- The floor: one RSA-2048 private-key operation (the JWE key unwrap) and one public-key
+# operation (the PS256 verification) per notification, per core, as OpenSSL does them.
+log "== floor: openssl speed -seconds 3 rsa2048"
+read -r SIGN_PER_S VERIFY_PER_S < <(openssl speed -mr -seconds 3 rsa2048 2>/dev/null | awk -F: '/^\+F2:/ {
+    s = $4; v = $5; if (s < 1) s = 1 / s; if (v < 1) v = 1 / v; print s, v }')
+FLOOR_US=$(awk -v s="$SIGN_PER_S" -v v="$VERIFY_PER_S" 'BEGIN { printf "%.1f", 1e6 / s + 1e6 / v }')
+log "   RSA-2048 private ops/s per core: $SIGN_PER_S, public (verify) ops/s: $VERIFY_PER_S -> floor $FLOOR_US CPU-µs per RSA-mode notification"
+
+# --- Fresh keys, cards, and the notifications (built once, shared by every run: each run
+# has a fresh database, so no run sees a body twice).
+log "== preparing $WORK: fresh keys, $CARDS cards, notifications"
+"$BIN" bench prepare --dir "$WORK" --cards "$CARDS" >/dev/null
+for mode in $MODES; do
+    count=$SHARED_COUNT; [[ $mode == rsa ]] && count=$RSA_COUNT
+    started=$(date +%s%N)
+    "$BIN" bench bodies --dir "$WORK" --mode "$mode" --count $((count + WARMUP)) >/dev/null 2>&1
+    log "   $mode: $((count + WARMUP)) notifications built in $(( ($(date +%s%N) - started) / 1000000 )) ms"
+done
+
+# --- One run: fresh database, import, start, wait ready, load, stop.
+RESULTS=$WORK/results.txt
+: >"$RESULTS"
+run=0
+for db in $DBS; do
+    for mode in $MODES; do
+        count=$SHARED_COUNT; [[ $mode == rsa ]] && count=$RSA_COUNT
+        for c in $CONCURRENCY; do
+            run=$((run + 1))
+            db_process=()
+            case $db in
+                sqlite) url="sqlite://$WORK/run-$run.db" ;;
+                postgres)
+                    SCHEMA="bench_$$_$run"
+                    psql -q "$PG_URL" -c "CREATE SCHEMA $SCHEMA" >/dev/null
+                    sep='?'; [[ $PG_URL == *\?* ]] && sep='&'
+                    url="$PG_URL${sep}options[search_path]=$SCHEMA"
+                    db_process=(--db-process postgres)
+                    ;;
+                *) log "unknown database $db"; exit 2 ;;
+            esac
+            export_env=(CTP_DATABASE_URL="$url" CTP_KEYS_DIR="$WORK/keys" CTP_PUBLIC_ADDR="$PUBLIC"
+                CTP_INTERNAL_ADDR="$INTERNAL" CTP_ADMIN_ADDR="$ADMIN" CTP_VISA_REPLAY_WINDOW=1h)
+            env "${export_env[@]}" "$BIN" kits import "$WORK/kits.csv" >/dev/null
+
+            t0=$(date +%s%N)
+            env "${export_env[@]}" "$BIN" serve 2>"$WORK/server-$run.log" &
+            SERVER_PID=$!
+            ready=$("$BIN" bench ready --admin "$ADMIN" --since-ns "$t0" --pid "$SERVER_PID" --format kv)
+            log "== run $run: $mode on $db, concurrency $c ($ready)"
+            load=$("$BIN" bench notify --dir "$WORK" --mode "$mode" --target "http://$PUBLIC" \
+                --concurrency "$c" --duration "$DURATION" --count "$count" --warmup "$WARMUP" \
+                --server-pid "$SERVER_PID" "${db_process[@]}" --format kv) || true
+            log "   $load"
+            kill -TERM "$SERVER_PID"
+            wait "$SERVER_PID" || true
+            SERVER_PID=""
+            if [[ -n "$SCHEMA" ]]; then
+                psql -q "$PG_URL" -c "DROP SCHEMA $SCHEMA CASCADE" >/dev/null 2>&1 || true
+                SCHEMA=""
+            fi
+            echo "db=$db $ready $load" >>"$RESULTS"
+        done
+    done
+done
+
+# --- The table.
+echo
+echo "ctp-issuer notification benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $NPROC cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'))"
+echo "floor (openssl speed rsa2048, per core): $SIGN_PER_S private ops/s, $VERIFY_PER_S public ops/s = $FLOOR_US CPU-µs per RSA-mode notification"
+echo
+awk -v floor="$FLOOR_US" -v nproc="$NPROC" '
+function kv(line, key,   n, i, parts, pair) {
+    n = split(line, parts, " ")
+    for (i = 1; i <= n; i++) { split(parts[i], pair, "="); if (pair[1] == key) return pair[2] }
+    return "-"
+}
+BEGIN {
+    printf "| %-12s | %-8s | %4s | %8s | %6s | %6s | %6s | %7s | %7s | %9s | %7s | %6s | %6s | %6s | %10s | %7s | %8s | %8s | %8s |\n",
+        "mode", "db", "conc", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "non-200", "CPU-µs/n", "÷floor", "srv cores", "db cores", "gen cores", "floor req/s", "% floor", "peak MiB", "idle MiB", "ready ms"
+    print "|--------------|----------|------|----------|--------|--------|--------|---------|---------|-----------|---------|-----------|----------|-----------|------------|---------|----------|----------|----------|"
+}
+{
+    mode = kv($0, "mode"); cpu = kv($0, "server_cpu_us"); gen = kv($0, "gen_cores"); dbc = kv($0, "db_cores")
+    ratio = "-"; allowed = "-"; pct = "-"
+    if (mode == "rsa" && cpu != "-") {
+        ratio = sprintf("%.2f", cpu / floor)
+        avail = nproc - (gen == "-" ? 0 : gen) - (dbc == "-" ? 0 : dbc)
+        allowed = sprintf("%.0f", avail * 1e6 / floor)
+        pct = sprintf("%.0f%%", 100 * kv($0, "rps") / allowed)
+    }
+    rss = kv($0, "peak_rss_kib"); idle = kv($0, "idle_rss_kib")
+    printf "| %-12s | %-8s | %4s | %8.0f | %6.2f | %6.2f | %6.2f | %7.2f | %7s | %9s | %7s | %9s | %8s | %9s | %10s | %7s | %8.1f | %8.1f | %8s |\n",
+        mode, kv($0, "db"), kv($0, "concurrency"), kv($0, "rps"), kv($0, "p50_ms"), kv($0, "p90_ms"), kv($0, "p99_ms"),
+        kv($0, "max_ms"), kv($0, "non200") + kv($0, "errors"), cpu, ratio, kv($0, "server_cores"), dbc, gen, allowed, pct,
+        rss / 1024, idle / 1024, kv($0, "ready_ms")
+}' "$RESULTS"
+echo
+echo "CPU-µs/n: server CPU per notification (/proc/<pid>/stat); ÷floor: that over the floor above (RSA mode only: shared-secret"
+echo "mode has no public-key operation). floor req/s: what the floor allows on the cores left to the server ($NPROC minus the"
+echo "load generator's and PostgreSQL's measured cores). peak MiB: VmHWM after the run; idle MiB: VmRSS once /readyz answered."
