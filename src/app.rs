@@ -6,10 +6,14 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::auth::ApiAuth;
 use crate::config::{Config, ListenConfig};
 use crate::pan::PanKeys;
+use crate::saas::client::SaasClient;
+use crate::sim::saas::{SimConfig, Simulator};
 use crate::store::Store;
 use crate::visa::{ReplayPolicy, VisaKeyRing};
+use crate::webhook::WebhookVerifier;
 use crate::{http, routes};
 
 /// Everything a request handler may need, cheap to clone.
@@ -23,6 +27,13 @@ struct Inner {
     store: Store,
     visa_keys: ArcSwap<VisaKeyRing>,
     pan_keys: PanKeys,
+    api_auth: ApiAuth,
+    saas: SaasClient,
+    callbacks: WebhookVerifier,
+    /// With no `saas.base_url`, the built-in simulator's listener, bound at build time (so
+    /// the client knows its address) and served from `serve` (once our callback address
+    /// is known).
+    embedded_saas: std::sync::Mutex<Option<TcpListener>>,
 }
 
 /// The three listeners, bound before the service starts (tests bind port 0 and read the
@@ -62,7 +73,45 @@ impl App {
         let visa_keys = VisaKeyRing::load(&config.keys_dir, &config.visa.jws_algorithms)?;
         let pan_keys = PanKeys::load(&config.keys_dir, &config.pan.fingerprint_version, &config.pan.encryption_version)?;
         tracing::info!(keys = ?visa_keys, "Visa notification keys loaded");
-        Ok(Self { inner: Arc::new(Inner { config, store, visa_keys: ArcSwap::from_pointee(visa_keys), pan_keys }) })
+        let api_auth = ApiAuth::load(&config.auth, &config.keys_dir)?;
+        let callbacks = WebhookVerifier::load_dir(&config.saas.webhook_secrets_dir(&config.keys_dir), config.saas.webhook_tolerance)?;
+        if callbacks.is_empty() {
+            anyhow::bail!("no SaaS webhook secret: add KEYS_DIR/saas/webhook-<id>.secret");
+        }
+        let (base_url, embedded) = match &config.saas.base_url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+                listener.set_nonblocking(true)?;
+                let url = format!("http://{}", listener.local_addr()?);
+                (url, Some(TcpListener::from_std(listener)?))
+            }
+        };
+        let saas = SaasClient::new(&base_url, &config.saas)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                visa_keys: ArcSwap::from_pointee(visa_keys),
+                pan_keys,
+                api_auth,
+                saas,
+                callbacks,
+                embedded_saas: std::sync::Mutex::new(embedded),
+            }),
+        })
+    }
+
+    pub fn api_auth(&self) -> &ApiAuth {
+        &self.inner.api_auth
+    }
+
+    pub fn saas(&self) -> &SaasClient {
+        &self.inner.saas
+    }
+
+    pub fn callback_verifier(&self) -> &WebhookVerifier {
+        &self.inner.callbacks
     }
 
     pub fn config(&self) -> &Config {
@@ -102,6 +151,21 @@ impl App {
             tracing::info!(listener = name, addr = %l.local_addr()?, tls = name == "public" && tls.is_some(), "listening");
         }
         let upkeep = tokio::spawn(metrics_upkeep(shutdown.clone()));
+        let embedded = self.inner.embedded_saas.lock().expect("not poisoned").take();
+        let simulator = match embedded {
+            None => None,
+            Some(listener) => {
+                let mut sim = SimConfig::from_config(self.config())?;
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                let public = listeners.public.local_addr()?;
+                sim.callback_url.get_or_insert(format!("{scheme}://{public}{}", routes::SAAS_CALLBACK_PATH));
+                tracing::info!(addr = %listener.local_addr()?, "embedded Click to Pay SaaS simulator");
+                Some(Simulator::start(listener, sim)?)
+            }
+        };
+        let reconciler = tokio::spawn(crate::enrollment::service::reconcile_loop(self.clone(), shutdown.clone()));
+        // The outbox relay stops with the listeners; a round under way is finished first.
+        let relay = tokio::spawn(crate::notify::relay::run(self.store().clone(), self.config().outbox.clone(), shutdown.clone()));
         let public = tokio::spawn(http::server::serve("public", listeners.public, tls, http_config.clone(), shutdown.clone(), {
             let app = self.clone();
             move |req| routes::public(app.clone(), req)
@@ -114,11 +178,16 @@ impl App {
             let app = self.clone();
             move |req| routes::admin(app.clone(), req)
         }));
-        let (a, b, c, d) = tokio::join!(public, internal, admin, upkeep);
+        let (a, b, c, d, e, f) = tokio::join!(public, internal, admin, upkeep, relay, reconciler);
         a?;
         b?;
         c?;
         d?;
+        e?;
+        f?;
+        if let Some(simulator) = simulator {
+            simulator.stop().await;
+        }
         self.store().close().await;
         tracing::info!("stopped");
         Ok(())

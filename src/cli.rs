@@ -39,6 +39,11 @@ enum Command {
         #[command(subcommand)]
         command: KitsCommand,
     },
+    /// Stand-ins for outside parties, run as servers (`sim saas`: the Click to Pay SaaS).
+    Sim {
+        #[command(subcommand)]
+        command: crate::sim::saas::SimCommand,
+    },
     /// Act as Visa Token Service.
     Visa {
         #[command(subcommand)]
@@ -48,6 +53,28 @@ enum Command {
     Attempts {
         #[command(subcommand)]
         command: AttemptsCommand,
+    },
+    /// The outbox of events for the issuer's other systems: list, and redrive dead events.
+    Outbox {
+        #[command(subcommand)]
+        command: crate::notify::admin_cli::OutboxCommand,
+    },
+    /// Mint a development bearer token for the internal API (signed with the HS256
+    /// secret, by default `KEYS_DIR/jwt/dev-hs256.secret`).
+    Token {
+        /// Tenant the token may act for (repeat for several; `*` for all).
+        #[arg(long = "tenant", required = true)]
+        tenants: Vec<String>,
+        /// How long the token is valid, e.g. `1h`, `30m`.
+        #[arg(long, default_value = "1h", value_parser = humantime_serde::re::humantime::parse_duration)]
+        ttl: std::time::Duration,
+        #[arg(long, default_value = "developer")]
+        subject: String,
+    },
+    /// Load tools for measuring the notification path (see BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        command: crate::bench::BenchCommand,
     },
 }
 
@@ -154,7 +181,15 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
         }
         Command::Kits { command: KitsCommand::Import { tenant, file } } => import(config, tenant, file).await,
         Command::Visa { command } => visa_send(config, command).await,
+        Command::Sim { command } => crate::sim::saas::cli::run(config, command).await,
         Command::Attempts { command: AttemptsCommand::List { limit } } => list_attempts(config, limit).await,
+        Command::Outbox { command } => crate::notify::admin_cli::run(open_store(&config).await?, command).await,
+        Command::Bench { command } => crate::bench::run(command).await,
+        Command::Token { tenants, ttl, subject } => {
+            let secret = config.auth.hs256_secret_file.clone().unwrap_or_else(|| crate::api::auth::dev_secret_path(&config.keys_dir));
+            println!("{}", crate::api::auth::mint_token(&secret, &tenants, &subject, ttl)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -307,7 +342,7 @@ async fn list_attempts(config: Config, limit: i64) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn format_millis(ms: i64) -> String {
+pub(crate) fn format_millis(ms: i64) -> String {
     let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime_serde::re::humantime::format_rfc3339_seconds(t).to_string()
 }

@@ -9,12 +9,16 @@ use http::{Method, StatusCode, header};
 use crate::app::App;
 use crate::http::router::Router;
 use crate::http::{Request, Response, empty};
-use crate::{admin, visa};
+use crate::{admin, api, visa};
 
 #[derive(Debug, Clone, Copy)]
 enum PublicRoute {
     VisaNotification,
+    SaasCallback,
 }
+
+/// Where the Click to Pay SaaS layer posts its signed results.
+pub const SAAS_CALLBACK_PATH: &str = "/ctp/v1/saas/callback";
 
 #[derive(Debug, Clone, Copy)]
 enum AdminRoute {
@@ -24,10 +28,10 @@ enum AdminRoute {
 }
 
 static PUBLIC: LazyLock<Router<PublicRoute>> = LazyLock::new(|| {
-    Router::new([(
-        "/vtis/v1/tokenRequestors/{tokenRequestorID}/cardEnrollment/notification",
-        PublicRoute::VisaNotification,
-    )])
+    Router::new([
+        ("/vtis/v1/tokenRequestors/{tokenRequestorID}/cardEnrollment/notification", PublicRoute::VisaNotification),
+        (SAAS_CALLBACK_PATH, PublicRoute::SaasCallback),
+    ])
 });
 
 static ADMIN: LazyLock<Router<AdminRoute>> = LazyLock::new(|| {
@@ -40,21 +44,28 @@ pub async fn public(app: App, request: Request) -> Response {
     let Some(routed) = PUBLIC.at(request.uri().path()) else {
         return observed("public", "unmatched", started, empty(StatusCode::NOT_FOUND));
     };
+    let name = match *routed.route {
+        PublicRoute::VisaNotification => "visa_notification",
+        PublicRoute::SaasCallback => "saas_callback",
+    };
+    if request.method() != Method::POST {
+        return observed("public", name, started, not_allowed("POST"));
+    }
     let response = match *routed.route {
         PublicRoute::VisaNotification => {
-            if request.method() != Method::POST {
-                return observed("public", "visa_notification", started, not_allowed("POST"));
-            }
             let tr = routed.param("tokenRequestorID").unwrap_or_default().to_owned();
             visa::handler::handle(&app, &tr, request).await
         }
+        PublicRoute::SaasCallback => api::saas_callback::handle(&app, request).await,
     };
-    observed("public", "visa_notification", started, response)
+    observed("public", name, started, response)
 }
 
-/// The issuer's own services. No routes yet: the enrollment API comes next.
-pub async fn internal(_app: App, _request: Request) -> Response {
-    observed("internal", "unmatched", Instant::now(), empty(StatusCode::NOT_FOUND))
+/// The issuer's own services: the enrollment API and the registry.
+pub async fn internal(app: App, request: Request) -> Response {
+    let started = Instant::now();
+    let (response, route) = api::handle(app, request).await;
+    observed("internal", route, started, response)
 }
 
 /// Prometheus and the load balancers.

@@ -1,6 +1,14 @@
 //! What the rest of the issuer hears from us: events written to the transactional outbox
 //! in the same transaction as the change they announce, in seed 003's envelope
-//! (`business`, `transactionType`, `serverNotifyData`). Publishing them is the relay's job.
+//! (`business`, `transactionType`, `serverNotifyData`). Publishing them is the [`relay`]'s
+//! job, through a [`publisher::Publish`]er: [`rabbitmq`] or the embedded [`log`]. The
+//! operator's side is [`admin_cli`]; the consumer's side is `docs/outbox.md`.
+
+pub mod admin_cli;
+pub mod log;
+pub mod publisher;
+pub mod rabbitmq;
+pub mod relay;
 
 use serde::Serialize;
 
@@ -47,10 +55,10 @@ pub fn enrollment_attempt_payload(
 ) -> String {
     let attempt = notification.attempt();
     let client = &attempt.client;
-    let message = Notification {
-        business: kit.tenant.clone(),
-        transaction_type: CTP_ENROLLMENT_ATTEMPT,
-        server_notify_data: EnrollmentAttemptData {
+    message(
+        CTP_ENROLLMENT_ATTEMPT,
+        &kit.tenant,
+        EnrollmentAttemptData {
             attempt_id,
             entity_id: &kit.entity_id,
             kit_no: &kit.kit_no,
@@ -64,6 +72,55 @@ pub fn enrollment_attempt_payload(
             transaction_type: CTP_ENROLLMENT_ATTEMPT,
             tenant: &kit.tenant,
         },
-    };
+    )
+}
+
+/// `serverNotifyData` of a finished request that succeeded (seed 003's success payload).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestSuccessData<'a> {
+    pub entity_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kit_no: Option<&'a str>,
+    pub request_trace_id: Option<&'a str>,
+    pub request_status: &'static str,
+    pub transaction_type: &'static str,
+    pub ctp_entity_status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ctp_kit_status: Option<&'a str>,
+    pub ctp_entity_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ctp_kit_id: Option<&'a str>,
+    pub tenant: &'a str,
+}
+
+/// `serverNotifyData` of a finished request that failed (seed 003's failure payload).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestFailureData<'a> {
+    pub entity_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kit_no: Option<&'a str>,
+    pub request_trace_id: Option<&'a str>,
+    pub request_status: &'static str,
+    pub transaction_type: &'static str,
+    pub message: &'static str,
+    pub error_details: &'a str,
+    pub tenant: &'a str,
+}
+
+/// Seed 003's message for a request that succeeded.
+pub fn request_success_payload(event: &'static str, data: RequestSuccessData<'_>) -> String {
+    message(event, data.tenant, data)
+}
+
+/// Seed 003's message for a request that failed.
+pub fn request_failure_payload(event: &'static str, data: RequestFailureData<'_>) -> String {
+    message(event, data.tenant, data)
+}
+
+/// Wraps `data` in seed 003's envelope, as JSON text.
+fn message<T: Serialize>(event: &'static str, tenant: &str, data: T) -> String {
+    let message = Notification { business: tenant.to_owned(), transaction_type: event, server_notify_data: data };
     serde_json::to_string(&message).expect("serializing plain strings cannot fail")
 }

@@ -51,14 +51,29 @@ pub async fn send(
     path_and_query: &str,
     body: impl Into<Bytes>,
 ) -> anyhow::Result<(StatusCode, Bytes)> {
+    send_with(authority, tls, method, path_and_query, &[], body).await
+}
+
+/// [`send`] with extra request headers.
+pub async fn send_with(
+    authority: &str,
+    tls: Option<&ClientTls>,
+    method: http::Method,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> anyhow::Result<(StatusCode, Bytes)> {
     let stream = TcpStream::connect(authority).await?;
     stream.set_nodelay(true)?;
-    let request = Request::builder()
+    let mut request = Request::builder()
         .method(method)
         .uri(path_and_query)
         .header(header::HOST, authority)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body.into()))?;
+        .header(header::CONTENT_TYPE, "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(body.into()))?;
     match tls {
         None => exchange(TokioIo::new(stream), request).await,
         Some(tls) => {

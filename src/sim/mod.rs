@@ -3,4 +3,5 @@
 //! The Click to Pay SaaS simulator joins them with the enrollment loop.
 
 pub mod client;
+pub mod saas;
 pub mod visa;

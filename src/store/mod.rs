@@ -8,6 +8,8 @@
 //! Times are stored as epoch milliseconds (BIGINT) in both dialects, so that the two
 //! schemas and their queries stay alike.
 
+pub mod enrollment;
+pub mod outbox;
 mod postgres;
 mod sqlite;
 
