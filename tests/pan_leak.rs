@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
-use ctp_issuer::sim::client::send;
+use ctp_issuer::sim::client::{send, send_with};
 use ctp_issuer::sim::visa::{NotificationBuilder, enrollment_payload, notification_path};
 use http::StatusCode;
 
@@ -131,6 +131,40 @@ async fn no_card_number_in_any_log_line_or_database_byte() {
     let odd = serde_json::json!({"clientInformation": {"firstName": REGISTERED[0]}, "enrollment": {"tsp": "V", "paymentInstrument": {"accountNumber": [REGISTERED[1]]}}});
     assert_eq!(post(rsa.body(&odd, SystemTime::now()).unwrap()).await, StatusCode::BAD_REQUEST);
     assert_eq!(post(rsa.body(&payload(REGISTERED[2]), SystemTime::now() - Duration::from_secs(86_400)).unwrap()).await, StatusCode::UNAUTHORIZED);
+
+    // The enrollment loop: the card goes to the SaaS simulator (in-process, so its logs are
+    // ours too) and comes back as statuses.
+    let token = env.run(&["token", "--tenant", "DEMO"]);
+    let auth = format!("Bearer {}", String::from_utf8(token.stdout).unwrap().trim());
+    let internal = format!("127.0.0.1:{}", env.internal);
+    let api = |method: http::Method, path: &'static str, body: serde_json::Value| {
+        let (internal, auth) = (internal.clone(), auth.clone());
+        async move {
+            let headers = [("authorization", auth.as_str()), ("tenant", "DEMO")];
+            let (status, body) = send_with(&internal, None, method, path, &headers, body.to_string()).await.unwrap();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let profile = serde_json::json!({"firstName": "Jane", "lastName": "Doe", "emails": ["jane@example.com"], "phones": ["+14155550100"],
+        "locale": "en_US", "countryCode": "USA", "billingAddress": {"addressLine1": "1 Main Street", "city": "Springfield", "postalCode": "12345", "country": "USA"}});
+    let (status, _) = api(http::Method::PUT, "/registry/v1/entities/E1", profile).await;
+    assert!(status.is_success());
+    let (status, body) = api(http::Method::PUT, "/registry/v1/entities/E1/kits/K9", serde_json::json!({"pan": REGISTERED[2]})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "the card is K3's: {body}");
+    let (status, body) = api(http::Method::PUT, "/registry/v1/entities/E1/kits/K1", serde_json::json!({"pan": REGISTERED[0], "expiry": "2030-01"})).await;
+    assert!(status.is_success(), "{body}");
+    let (status, body) = api(http::Method::POST, "/click-to-pay/v1/registerEntityAndKit", serde_json::json!({"entityId": "E1", "kitNo": "K1"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for _ in 0..100 {
+        let (_, body) = api(http::Method::GET, "/registry/v1/entities/E1", serde_json::Value::Null).await;
+        if body.contains("\"ctpStatus\":\"ACTIVE\",\"clickToPay") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, body) = api(http::Method::POST, "/click-to-pay/v1/fetchEntityDetails", serde_json::json!({"entityId": "E1"})).await;
+    assert!(body.contains("\"last4\":\"1111\""), "{body}");
+    scan("internal API answers", body.as_bytes(), &mut found);
 
     let (_, metrics) = send(&format!("127.0.0.1:{}", env.admin), None, http::Method::GET, "/metrics", "").await.unwrap();
     scan("/metrics", &metrics, &mut found);

@@ -173,7 +173,8 @@ impl EntityProfile {
         Ok(())
     }
 
-    /// What registration needs beyond the field limits.
+    /// What registration needs beyond the field limits: names, an email, a phone and a
+    /// billing address (Pismo's list), and the locale and country VICA requires.
     pub fn ready_for_registration(&self) -> Result<(), FieldError> {
         let missing = |field: &str| Err(FieldError { field: field.to_owned(), rule: "is required to register on Click to Pay" });
         if self.first_name.is_none() {
@@ -190,6 +191,12 @@ impl EntityProfile {
         }
         if self.billing_address.is_none() {
             return missing("billingAddress");
+        }
+        if self.locale.is_none() {
+            return missing("locale");
+        }
+        if self.country_code.is_none() {
+            return missing("countryCode");
         }
         Ok(())
     }
@@ -300,6 +307,9 @@ mod tests {
         let mut p = full();
         p.phones.clear();
         assert_eq!(p.ready_for_registration().unwrap_err().field, "phones");
+        let mut p = full();
+        p.country_code = None;
+        assert_eq!(p.ready_for_registration().unwrap_err().field, "countryCode");
     }
 
     #[test]
