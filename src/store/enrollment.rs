@@ -368,8 +368,9 @@ impl Store {
                 "SELECT tenant, request_id, request_trace_id, entity_id, kit_no, event, status_ctp, prev_entity_status, prev_kit_status FROM ctp_request_trace WHERE request_trace_id = $1", id.as_str())?,
             (None, None) => None,
         };
+        // Returning before the commit rolls back the callback receipt too: only an applied
+        // result marks its webhook id as seen.
         let Some((tenant, request_id, trace_id, entity_id, kit_no, event, status, prev_entity, prev_kit)) = trace else {
-            tx.commit().await?; // keep the callback receipt: an unknown request stays unknown
             return Ok(FinishOutcome::Unknown);
         };
         let next = if finish.succeeded { TraceStatus::Success } else { TraceStatus::Failed };
