@@ -228,6 +228,16 @@ mod tests {
         assert!(auth.verify(Some(&format!("Bearer {token}")), SystemTime::now()).unwrap().may_act_for("ANY"));
     }
 
+    proptest::proptest! {
+        /// Any Authorization header: a refusal or a caller, never a panic.
+        #[test]
+        fn arbitrary_headers_never_panic(header in "\\PC{0,200}", token in "[A-Za-z0-9_.-]{0,200}") {
+            let (_dir, auth) = setup();
+            let _ = auth.verify(Some(&header), SystemTime::now());
+            let _ = auth.verify(Some(&format!("Bearer {token}")), SystemTime::now());
+        }
+    }
+
     #[test]
     fn bad_tokens_are_refused_for_the_right_reason() {
         let (dir, auth) = setup();
