@@ -18,6 +18,8 @@ use josekit::jwe::JweDecrypter;
 use josekit::jws::JwsVerifier;
 use secrecy::{ExposeSecret, SecretString};
 
+use super::rsa_verifier::RsaJwsVerifier;
+
 /// Verifiers and decrypters by kid, built once at load time so that the hot path only
 /// looks them up.
 #[derive(Default)]
@@ -61,18 +63,12 @@ impl VisaKeyRing {
 
         for (kid, path) in key_files(&keys_dir.join("visa"), "pem")? {
             let pem = read(&path)?;
-            let spki = public_key_der(&pem).map_err(|message| KeyLoadError::Key { path: path.clone(), message })?;
             for alg in ["PS256", "PS384", "PS512", "RS256"] {
-                if !allowed(alg) {
-                    continue;
+                if allowed(alg) {
+                    let verifier = RsaJwsVerifier::from_pem(alg, pem.as_bytes())
+                        .map_err(|message| KeyLoadError::Key { path: path.clone(), message })?;
+                    ring.verifiers.insert((kid.clone(), alg), Box::new(verifier));
                 }
-                let verifier: Box<dyn JwsVerifier> = match alg {
-                    "PS256" => Box::new(josekit::jws::PS256.verifier_from_der(&spki).map_err(key_err(&path))?),
-                    "PS384" => Box::new(josekit::jws::PS384.verifier_from_der(&spki).map_err(key_err(&path))?),
-                    "PS512" => Box::new(josekit::jws::PS512.verifier_from_der(&spki).map_err(key_err(&path))?),
-                    _ => Box::new(josekit::jws::RS256.verifier_from_der(&spki).map_err(key_err(&path))?),
-                };
-                ring.verifiers.insert((kid.clone(), alg), verifier);
             }
         }
 
@@ -165,17 +161,4 @@ fn key_files(dir: &Path, ext: &str) -> Result<Vec<(String, PathBuf)>, KeyLoadErr
     }
     out.sort();
     Ok(out)
-}
-
-/// DER SubjectPublicKeyInfo from a `PUBLIC KEY` or `CERTIFICATE` PEM.
-fn public_key_der(pem: &str) -> Result<Vec<u8>, String> {
-    let key = if pem.contains("BEGIN CERTIFICATE") {
-        openssl::x509::X509::from_pem(pem.as_bytes())
-            .and_then(|cert| cert.public_key())
-            .map_err(|e| format!("not a readable X.509 certificate: {e}"))?
-    } else {
-        openssl::pkey::PKey::public_key_from_pem(pem.as_bytes())
-            .map_err(|e| format!("not a readable public key: {e}"))?
-    };
-    key.public_key_to_der().map_err(|e| e.to_string())
 }
