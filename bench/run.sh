@@ -5,14 +5,18 @@
 # `ctp-issuer serve`, loads it over loopback with `ctp-issuer bench notify`, stops it, and
 # finally prints one table. See BENCHMARKS.md for what the columns mean.
 #
-#   bench/run.sh                 # everything (about 5 minutes on the 2-core machine)
+#   bench/run.sh                 # everything (about 3 minutes on the 2-core machine)
 #   BENCH_DBS=sqlite BENCH_MODES=shared-hs256 BENCH_CONCURRENCY=64 bench/run.sh
 #
 # Knobs (environment): BENCH_PG_URL (postgres://postgres@127.0.0.1:5432/test),
 # BENCH_MODES ("rsa shared-hs256"), BENCH_DBS ("sqlite postgres"),
 # BENCH_CONCURRENCY ("1 16 64"), BENCH_DURATION (5s per run), BENCH_CARDS (1000),
 # BENCH_RSA_COUNT (20000) and BENCH_SHARED_COUNT (100000): most requests per run,
-# BENCH_KEEP=1 keeps the work directory (keys, kits, bodies, server logs).
+# BENCH_RELAY=1 runs the outbox relay in the server under test (off by default: it is a
+# separate stage with its own cost, publishing what the notifications wrote),
+# BENCH_KEEP=1 keeps the work directory (keys, kits, bodies, server logs),
+# BENCH_SERVER_BIN=path runs another build as the server under test (before/after
+# comparisons; the load tool is always this tree's).
 #
 # Only loopback is ever targeted, every run is bounded in time and count, and every
 # process this script starts is stopped by its pid.
@@ -35,6 +39,7 @@ log() { printf '%s\n' "$*" >&2; }
 log "== building (cargo build --release)"
 cargo build --release --quiet
 BIN=$PWD/target/release/ctp-issuer
+SERVER_BIN=${BENCH_SERVER_BIN:-$BIN}
 
 WORK=$(mktemp -d /tmp/ctp-bench.XXXXXX)
 SERVER_PID=""
@@ -91,11 +96,12 @@ for db in $DBS; do
                 *) log "unknown database $db"; exit 2 ;;
             esac
             export_env=(CTP_DATABASE_URL="$url" CTP_KEYS_DIR="$WORK/keys" CTP_PUBLIC_ADDR="$PUBLIC"
-                CTP_INTERNAL_ADDR="$INTERNAL" CTP_ADMIN_ADDR="$ADMIN" CTP_VISA_REPLAY_WINDOW=1h)
-            env "${export_env[@]}" "$BIN" kits import "$WORK/kits.csv" >/dev/null
+                CTP_INTERNAL_ADDR="$INTERNAL" CTP_ADMIN_ADDR="$ADMIN" CTP_VISA_REPLAY_WINDOW=1h
+                CTP_OUTBOX_ENABLED=$([[ "${BENCH_RELAY:-0}" == 1 ]] && echo true || echo false))
+            env "${export_env[@]}" "$SERVER_BIN" kits import "$WORK/kits.csv" >/dev/null
 
             t0=$(date +%s%N)
-            env "${export_env[@]}" "$BIN" serve 2>"$WORK/server-$run.log" &
+            env "${export_env[@]}" "$SERVER_BIN" serve >"$WORK/server-$run.out" 2>"$WORK/server-$run.log" &
             SERVER_PID=$!
             ready=$("$BIN" bench ready --admin "$ADMIN" --since-ns "$t0" --pid "$SERVER_PID" --format kv)
             log "== run $run: $mode on $db, concurrency $c ($ready)"
@@ -127,9 +133,9 @@ function kv(line, key,   n, i, parts, pair) {
     return "-"
 }
 BEGIN {
-    printf "| %-12s | %-8s | %4s | %8s | %6s | %6s | %6s | %7s | %7s | %9s | %7s | %6s | %6s | %6s | %10s | %7s | %8s | %8s | %8s |\n",
-        "mode", "db", "conc", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "non-200", "CPU-µs/n", "÷floor", "srv cores", "db cores", "gen cores", "floor req/s", "% floor", "peak MiB", "idle MiB", "ready ms"
-    print "|--------------|----------|------|----------|--------|--------|--------|---------|---------|-----------|---------|-----------|----------|-----------|------------|---------|----------|----------|----------|"
+    printf "| %-12s | %-8s | %4s | %8s | %6s | %6s | %6s | %7s | %7s | %9s | %7s | %6s | %6s | %6s | %10s | %7s | %8s | %8s | %8s | %8s |\n",
+        "mode", "db", "conc", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "non-200", "CPU-µs/n", "÷floor", "srv cores", "db cores", "gen cores", "floor req/s", "% floor", "peak MiB", "idle MiB", "anon MiB", "ready ms"
+    print "|--------------|----------|------|----------|--------|--------|--------|---------|---------|-----------|---------|-----------|----------|-----------|------------|---------|----------|----------|----------|----------|"
 }
 {
     mode = kv($0, "mode"); cpu = kv($0, "server_cpu_us"); gen = kv($0, "gen_cores"); dbc = kv($0, "db_cores")
@@ -140,13 +146,14 @@ BEGIN {
         allowed = sprintf("%.0f", avail * 1e6 / floor)
         pct = sprintf("%.0f%%", 100 * kv($0, "rps") / allowed)
     }
-    rss = kv($0, "peak_rss_kib"); idle = kv($0, "idle_rss_kib")
-    printf "| %-12s | %-8s | %4s | %8.0f | %6.2f | %6.2f | %6.2f | %7.2f | %7s | %9s | %7s | %9s | %8s | %9s | %10s | %7s | %8.1f | %8.1f | %8s |\n",
+    rss = kv($0, "peak_rss_kib"); idle = kv($0, "idle_rss_kib"); anon = kv($0, "idle_anon_kib")
+    printf "| %-12s | %-8s | %4s | %8.0f | %6.2f | %6.2f | %6.2f | %7.2f | %7s | %9s | %7s | %9s | %8s | %9s | %10s | %7s | %8.1f | %8.1f | %8.1f | %8s |\n",
         mode, kv($0, "db"), kv($0, "concurrency"), kv($0, "rps"), kv($0, "p50_ms"), kv($0, "p90_ms"), kv($0, "p99_ms"),
         kv($0, "max_ms"), kv($0, "non200") + kv($0, "errors"), cpu, ratio, kv($0, "server_cores"), dbc, gen, allowed, pct,
-        rss / 1024, idle / 1024, kv($0, "ready_ms")
+        rss / 1024, idle / 1024, anon / 1024, kv($0, "ready_ms")
 }' "$RESULTS"
 echo
 echo "CPU-µs/n: server CPU per notification (/proc/<pid>/stat); ÷floor: that over the floor above (RSA mode only: shared-secret"
 echo "mode has no public-key operation). floor req/s: what the floor allows on the cores left to the server ($NPROC minus the"
-echo "load generator's and PostgreSQL's measured cores). peak MiB: VmHWM after the run; idle MiB: VmRSS once /readyz answered."
+echo "load generator's and PostgreSQL's measured cores). peak MiB: VmHWM after the run; idle MiB: VmRSS once /readyz answered,"
+echo "anon MiB: its anonymous part (RssAnon; the rest is the mapped binary and libraries)."

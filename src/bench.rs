@@ -310,14 +310,18 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             }
             let ready_ms = SystemTime::now().duration_since(since).unwrap_or_default().as_secs_f64() * 1000.0;
             let rss = pid.and_then(|p| proc_status_kib(p, "VmRSS"));
+            // Most of an idle process's RSS is its mapped code (file-backed, shared); the
+            // anonymous part is what it allocated.
+            let anon = pid.and_then(|p| proc_status_kib(p, "RssAnon"));
+            let kv = |v: Option<u64>| v.map_or("-".to_owned(), |k| k.to_string());
             match format {
                 Format::Text => {
                     println!("ready after {ready_ms:.1} ms");
-                    if let Some(kib) = rss {
-                        println!("idle RSS {:.1} MiB", kib as f64 / 1024.0);
+                    if let (Some(kib), Some(anon)) = (rss, anon) {
+                        println!("idle RSS {:.1} MiB ({:.1} MiB anonymous)", kib as f64 / 1024.0, anon as f64 / 1024.0);
                     }
                 }
-                Format::Kv => println!("ready_ms={ready_ms:.1} idle_rss_kib={}", rss.map_or("-".into(), |k| k.to_string())),
+                Format::Kv => println!("ready_ms={ready_ms:.1} idle_rss_kib={} idle_anon_kib={}", kv(rss), kv(anon)),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -338,12 +342,13 @@ impl FreshKeys {
     /// Writes a complete key directory in the layout of `keys/README.md`, every key new:
     /// Visa's RSA-2048 pair (public half under `visa/`, private half under `sim/visa/` for
     /// the sender), the issuer's RSA-2048 private key, a shared secret and the two
-    /// card-number keys (version v1). Anything in `dir` from before is removed first.
+    /// card-number keys (version v1), and a SaaS callback secret (the service requires one).
+    /// Anything in `dir` from before is removed first.
     pub fn write(dir: &Path) -> anyhow::Result<Self> {
         if dir.exists() {
             std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
         }
-        for sub in ["visa", "issuer", "shared", "pan", "sim/visa"] {
+        for sub in ["visa", "issuer", "shared", "pan", "sim/visa", "saas"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
         let keys = Self {
@@ -359,6 +364,11 @@ impl FreshKeys {
         write_private(&dir.join(format!("shared/{}.secret", keys.shared_kid)), random_hex(32).as_bytes())?;
         write_private(&dir.join("pan/fingerprint-v1.key"), random_hex(32).as_bytes())?;
         write_private(&dir.join("pan/encryption-v1.key"), random_hex(32).as_bytes())?;
+        // The service will not start without a Click to Pay SaaS callback secret.
+        let mut webhook = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut webhook).expect("system random source");
+        let webhook = format!("whsec_{}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, webhook));
+        write_private(&dir.join("saas/webhook-bench.secret"), webhook.as_bytes())?;
         Ok(keys)
     }
 }

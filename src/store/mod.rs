@@ -10,6 +10,7 @@
 
 pub mod enrollment;
 pub mod outbox;
+mod batch;
 mod postgres;
 mod sqlite;
 

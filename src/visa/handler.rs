@@ -1,6 +1,7 @@
 //! `POST /vtis/v1/tokenRequestors/{tokenRequestorID}/cardEnrollment/notification`
 //!
-//! limit body → parse → already seen? → verify and decrypt (off the async threads) →
+//! limit body → parse → already seen? → verify and decrypt (RSA private-key work off the
+//! async threads, a bounded number at a time) →
 //! fingerprint the card → record attempt and outbox event in one transaction → 200.
 //! Every outcome is counted and logged here, once.
 
@@ -84,9 +85,19 @@ pub async fn accept(
 
     let keys = app.visa_keys();
     let replay = app.replay_policy();
-    let verified = tokio::task::spawn_blocking(move || raw.open(&keys, replay, SystemTime::now()))
-        .await
-        .map_err(|e| NotificationError::Internal(format!("verification task failed: {e}")))??;
+    let verified = if raw.needs_private_key() {
+        // An RSA private-key operation: on the blocking pool, a few per core at once, so
+        // that a burst queues here (cheaply, as tasks) instead of as dozens of threads
+        // preempting each other.
+        let _permit = private_key_slots().acquire().await.map_err(|_| internal_msg("private-key limiter closed"))?;
+        tokio::task::spawn_blocking(move || raw.open(&keys, replay, SystemTime::now()))
+            .await
+            .map_err(|e| NotificationError::Internal(format!("verification task failed: {e}")))??
+    } else {
+        // Shared-secret key wrapping: HMAC or one RSA public-key verification and AES-GCM,
+        // tens of microseconds, cheaper here than the hand-off to another thread.
+        raw.open(&keys, replay, SystemTime::now())?
+    };
 
     let pan = &verified.attempt().pan;
     let fingerprints = app.pan_keys().lookup_fingerprints(pan);
@@ -100,6 +111,19 @@ pub async fn accept(
             Err(Rejection::UnknownCard.into())
         }
     }
+}
+
+/// Permits for concurrent private-key operations: four per core. One per core starved the
+/// cores (measured: a quarter to a third less throughput at concurrency 64): a finished
+/// operation's permit has to travel back through the async side before the next one
+/// starts. No bound at all lets a burst start one blocking thread per request.
+fn private_key_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| tokio::sync::Semaphore::new(4 * std::thread::available_parallelism().map_or(2, |n| n.get())))
+}
+
+fn internal_msg(message: &str) -> NotificationError {
+    NotificationError::Internal(message.to_owned())
 }
 
 fn internal(e: crate::store::StoreError) -> NotificationError {
