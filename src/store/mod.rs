@@ -104,18 +104,6 @@ pub struct AttemptRow {
     pub received_at: i64,
 }
 
-/// An outbox row, as the relay and `outbox list` see it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct OutboxRow {
-    pub id: i64,
-    pub tenant: String,
-    pub event_type: String,
-    pub payload: String,
-    pub created_at: i64,
-    pub attempts: i64,
-    pub published_at: Option<i64>,
-}
-
 /// The database, whichever it is.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -183,8 +171,9 @@ impl Store {
         dispatch!(self.recent_attempts(limit))
     }
 
-    /// Outbox rows not yet published, oldest first.
-    pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+    /// Outbox events not yet published, oldest first (for inspection; the relay claims
+    /// its own through [`outbox`]).
+    pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<outbox::OutboxEvent>, StoreError> {
         dispatch!(self.pending_outbox(limit))
     }
 

@@ -10,7 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::batch::{AttemptWrite, BatchWriter, GroupCommit, match_kits};
 use super::{
-    AttemptOutcome, AttemptRow, KitRecord, KitUpsert, MatchedKit, OutboxRow, StoreError, db_err, epoch_millis,
+    AttemptOutcome, AttemptRow, KitRecord, KitUpsert, MatchedKit, StoreError, db_err, epoch_millis,
     new_attempt_id,
 };
 use crate::notify;
@@ -183,9 +183,9 @@ impl PgStore {
         .map_err(db_err("list attempts"))
     }
 
-    pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+    pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<super::outbox::OutboxEvent>, StoreError> {
         sqlx::query_as(
-            "SELECT id, tenant, event_type, payload, created_at, attempts, published_at
+            "SELECT id, tenant, event_type, payload, created_at, attempts
              FROM outbox WHERE published_at IS NULL AND dead_at IS NULL ORDER BY id LIMIT $1",
         )
         .bind(limit)
