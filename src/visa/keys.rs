@@ -18,6 +18,7 @@ use josekit::jwe::JweDecrypter;
 use josekit::jws::JwsVerifier;
 use secrecy::{ExposeSecret, SecretString};
 
+use super::rsa_decrypter::RsaOaepDecrypter;
 use super::rsa_verifier::RsaJwsVerifier;
 
 /// Verifiers and decrypters by kid, built once at load time so that the hot path only
@@ -74,9 +75,8 @@ impl VisaKeyRing {
 
         for (kid, path) in key_files(&keys_dir.join("issuer"), "pem")? {
             let pem = read(&path)?;
-            let decrypter = josekit::jwe::RSA_OAEP_256
-                .decrypter_from_pem(pem.as_bytes())
-                .map_err(key_err(&path))?;
+            let decrypter = RsaOaepDecrypter::from_pem(pem.as_bytes())
+                .map_err(|message| KeyLoadError::Key { path: path.clone(), message })?;
             ring.decrypters.insert((kid, "RSA-OAEP-256"), Box::new(decrypter));
         }
 

@@ -7,6 +7,7 @@ pub mod error;
 pub mod handler;
 pub mod keys;
 pub mod payload;
+pub mod rsa_decrypter;
 pub mod rsa_verifier;
 
 pub use envelope::{ENROLLMENT_ATTEMPT, RawNotification, ReplayPolicy, VerifiedNotification};
