@@ -188,3 +188,42 @@ proptest::proptest! {
         });
     }
 }
+
+/// sqlx 0.9.0 leaves Nagle's algorithm on for PostgreSQL (vendor/README.md): every socket
+/// the store opens to PostgreSQL must have TCP_NODELAY, or a query written in two segments
+/// waits ~40 ms for the server's delayed ACK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sockets_disable_nagle() {
+    let Some(db) = TestDb::postgres().await else { return };
+    let store = db.store().await;
+    store.ping().await.unwrap();
+    let port = url_port(&db.url);
+    let nodelay = tcp_sockets_to(port);
+    assert!(!nodelay.is_empty(), "no open socket to PostgreSQL's port {port} found");
+    assert!(nodelay.iter().all(|on| *on), "a PostgreSQL socket has Nagle's algorithm on: {nodelay:?}");
+    store.close().await;
+}
+
+fn url_port(url: &str) -> u16 {
+    let authority = url.split("://").nth(1).unwrap().split(['/', '?']).next().unwrap();
+    authority.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(5432)
+}
+
+/// TCP_NODELAY of every socket of this process connected to `port`.
+fn tcp_sockets_to(port: u16) -> Vec<bool> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        // SAFETY: only used for getsockopt/getpeername during this call; if another thread
+        // closed the descriptor meanwhile, those fail with EBADF and it is skipped.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let socket = socket2::SockRef::from(&fd);
+        let Some(peer) = socket.peer_addr().ok().and_then(|a| a.as_socket()) else { continue };
+        if peer.port() == port {
+            if let Ok(on) = socket.tcp_nodelay() {
+                found.push(on);
+            }
+        }
+    }
+    found
+}
