@@ -94,6 +94,22 @@ db_test!(duplicate_delivery_is_recorded_once, |db: TestDb| async move {
     assert_eq!(server.app.store().recent_attempts(10).await.unwrap().len(), 1);
     assert_eq!(server.app.store().pending_outbox(10).await.unwrap().len(), 1);
     assert!(server.metric("ctp_visa_notifications_total{outcome=\"duplicate\"}").await >= before + 3.0);
+
+    // Shared-secret envelopes are decrypted before any lookup (the write tells a
+    // redelivery by its hash). A redelivery whose key has been retired since is still the
+    // duplicate it is, not a 401; a new envelope under that key is refused.
+    let keys = server.keys.path().to_owned();
+    let shared = NotificationBuilder::shared_from_dir(&keys, true).unwrap();
+    let body = shared.body(&payload(CARD_2), now()).unwrap();
+    assert_eq!(server.notify(TR, body.clone()).await, StatusCode::OK);
+    assert_eq!(server.notify(TR, body.clone()).await, StatusCode::OK);
+    std::fs::remove_file(keys.join("shared/shared-dev-1.secret")).unwrap();
+    server.app.reload_visa_keys().unwrap();
+    assert_eq!(server.notify(TR, body.clone()).await, StatusCode::OK);
+    assert_eq!(server.notify(TR, shared.body(&payload(CARD_3), now()).unwrap()).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(server.app.store().recent_attempts(10).await.unwrap().len(), 2);
+    assert_eq!(server.app.store().pending_outbox(10).await.unwrap().len(), 2);
+    assert!(server.metric("ctp_visa_notifications_total{outcome=\"duplicate\"}").await >= before + 5.0);
     server.stop().await;
 });
 

@@ -1,7 +1,7 @@
 //! `POST /vtis/v1/tokenRequestors/{tokenRequestorID}/cardEnrollment/notification`
 //!
-//! limit body → parse → already seen? → verify and decrypt (RSA private-key work off the
-//! async threads, a bounded number at a time) →
+//! limit body → parse → (RSA-OAEP only: already seen?) → verify and decrypt (RSA
+//! private-key work off the async threads, a bounded number at a time) →
 //! fingerprint the card → record attempt and outbox event in one transaction → 200.
 //! Every outcome is counted and logged here, once.
 
@@ -76,27 +76,38 @@ pub async fn accept(
     body: &[u8],
 ) -> Result<Accepted, NotificationError> {
     let raw = RawNotification::parse(token_requestor_id, event_type, body)?;
-
-    // A redelivery is answered before any cryptography: it changes nothing either way.
     let store = app.store();
-    if store.attempt_seen(raw.envelope_hash()).await.map_err(internal)? {
-        return Ok(Accepted::Duplicate);
-    }
-
     let keys = app.visa_keys();
     let replay = app.replay_policy();
+
     let verified = if raw.needs_private_key() {
-        // An RSA private-key operation: on the blocking pool, a few per core at once, so
-        // that a burst queues here (cheaply, as tasks) instead of as dozens of threads
-        // preempting each other.
+        // A redelivery is answered before the private-key operation, which it would
+        // repeat for nothing.
+        if store.attempt_seen(raw.envelope_hash()).await.map_err(internal)? {
+            return Ok(Accepted::Duplicate);
+        }
+        // On the blocking pool, a few per core at once, so that a burst queues here
+        // (cheaply, as tasks) instead of as dozens of threads preempting each other.
         let _permit = private_key_slots().acquire().await.map_err(|_| internal_msg("private-key limiter closed"))?;
         tokio::task::spawn_blocking(move || raw.open(&keys, replay, SystemTime::now()))
             .await
             .map_err(|e| NotificationError::Internal(format!("verification task failed: {e}")))??
     } else {
         // Shared-secret key wrapping: HMAC or one RSA public-key verification and AES-GCM,
-        // tens of microseconds, cheaper here than the hand-off to another thread.
-        raw.open(&keys, replay, SystemTime::now())?
+        // tens of microseconds, cheaper inline than a hand-off to another thread and
+        // cheaper than a duplicate check first: the write below tells a redelivery by its
+        // envelope hash anyway. Only a rejection asks whether the envelope was recorded
+        // before, so that a redelivery whose `iat` has aged out of the window, or whose
+        // key has since been rotated away, is still answered as the duplicate it is.
+        let envelope_hash = raw.envelope_hash().to_owned();
+        match raw.open(&keys, replay, SystemTime::now()) {
+            Ok(verified) => verified,
+            Err(rejected) if store.attempt_seen(&envelope_hash).await.map_err(internal)? => {
+                tracing::debug!(reason = rejected.reason.code(), "rejection of a recorded envelope answered as a duplicate");
+                return Ok(Accepted::Duplicate);
+            }
+            Err(rejected) => return Err(rejected.into()),
+        }
     };
 
     let pan = &verified.attempt().pan;
