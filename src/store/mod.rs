@@ -11,6 +11,7 @@
 pub mod enrollment;
 pub mod outbox;
 mod batch;
+mod checkpoint;
 mod postgres;
 mod sqlite;
 

@@ -82,8 +82,12 @@ impl SqliteStore {
             .map_err(db_err("connect"))?;
         // One writer: SQLite has one write lock, and one transaction per batch of
         // notifications replaces a queue of transactions waiting on it.
+        // The writer never checkpoints the WAL itself: the checkpointer does, in the
+        // background (see `store::checkpoint`).
+        let writer_options = options.pragma("wal_autocheckpoint", "0");
+        tokio::spawn(super::checkpoint::run(pool.clone()));
         let attempts = GroupCommit::spawn(
-            Attempts { pool: pool.clone(), options, writer: Arc::new(tokio::sync::Mutex::new(None)) },
+            Attempts { pool: pool.clone(), options: writer_options, writer: Arc::new(tokio::sync::Mutex::new(None)) },
             1,
             1,
         );
