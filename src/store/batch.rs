@@ -11,13 +11,13 @@
 //! How: callers put a job on a queue and await a oneshot answer. A writer task takes
 //! whatever has queued up (at most [`MAX_BATCH`]; it never waits for a batch to fill, so
 //! a lone notification goes through at once), writes it through [`BatchWriter`], and
-//! answers each job. Semantics are those of the one-at-a-time path, exactly:
+//! answers each job. Semantics are those of one transaction per notification, exactly:
 //!
 //! - outcomes are per notification: `Recorded`, `Duplicate` (including a second copy of an
 //!   envelope in the same batch), `UnknownCard`;
 //! - if the batch fails in any way, its transaction is rolled back — nothing of it was
-//!   written — and each notification is then written on its own, in its own transaction,
-//!   by the unbatched code; a notification whose own write fails gets that error (a 500
+//!   written — and each notification is then written on its own, as a batch of one in its
+//!   own transaction; a notification whose own write fails gets that error (a 500
 //!   for Visa, who retries), the others are not penalised for sharing its batch;
 //! - a caller that gave up before its turn (request timeout) is skipped, as its own
 //!   transaction would have been rolled back when its future was dropped;
@@ -47,14 +47,12 @@ pub(crate) struct AttemptWrite {
     pub fingerprints: Vec<String>,
 }
 
-/// What a dialect provides: the batched write and the unbatched one it falls back to,
-/// and the batched duplicate check and its unbatched fallback.
+/// What a dialect provides: the batched write and the batched duplicate check.
 pub(crate) trait BatchWriter: Clone + Send + Sync + 'static {
     /// Records every item in one transaction, outcomes in item order. `Err` means the
-    /// transaction was rolled back: nothing was written.
+    /// transaction was rolled back: nothing was written. A batch of one is the path
+    /// without batching.
     fn record_batch(&self, items: &[AttemptWrite]) -> impl Future<Output = Result<Vec<AttemptOutcome>, StoreError>> + Send;
-    /// Records one item in its own transaction (the path without batching).
-    fn record_one(&self, item: &AttemptWrite) -> impl Future<Output = Result<AttemptOutcome, StoreError>> + Send;
     /// Which of `hashes` have been recorded.
     fn seen_batch(&self, hashes: &[String]) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 }
@@ -169,19 +167,22 @@ async fn write_loop<W: BatchWriter>(
     }
 }
 
-/// The batch in one transaction; if that fails, each item on its own.
+/// The batch in one transaction; if that fails, each item on its own, as a batch of one.
 async fn write<W: BatchWriter>(store: &W, items: &[AttemptWrite]) -> Vec<Result<AttemptOutcome, StoreError>> {
-    if items.len() > 1 {
-        match store.record_batch(items).await {
-            Ok(outcomes) => return outcomes.into_iter().map(Ok).collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, batch = items.len(), "batched notification write failed; writing each on its own");
-            }
+    match store.record_batch(items).await {
+        Ok(outcomes) if outcomes.len() == items.len() => return outcomes.into_iter().map(Ok).collect(),
+        Ok(outcomes) => {
+            tracing::error!(batch = items.len(), outcomes = outcomes.len(), "batched notification write answered the wrong number of outcomes; writing each on its own");
         }
+        Err(e) if items.len() > 1 => {
+            tracing::warn!(error = %e, batch = items.len(), "batched notification write failed; writing each on its own");
+        }
+        Err(e) => return vec![Err(e)],
     }
     let mut results = Vec::with_capacity(items.len());
     for item in items {
-        results.push(store.record_one(item).await);
+        let outcome = store.record_batch(std::slice::from_ref(item)).await;
+        results.push(outcome.and_then(|o| o.into_iter().next().ok_or_else(|| gone("record attempt"))));
     }
     results
 }
@@ -234,8 +235,8 @@ async fn lookup<W: BatchWriter>(store: &W, hashes: &[String]) -> Vec<Result<bool
     answers
 }
 
-/// Per item: the kit its first matching fingerprint belongs to, as the unbatched path
-/// finds it (fingerprints in order, first match wins).
+/// Per item: the kit its first matching fingerprint belongs to (fingerprints in order,
+/// key versions newest first as `PanKeys` lists them; first match wins).
 pub(crate) fn match_kits(items: &[AttemptWrite], kits: &HashMap<String, MatchedKit>) -> Vec<Option<MatchedKit>> {
     items.iter().map(|item| item.fingerprints.iter().find_map(|fp| kits.get(fp).cloned())).collect()
 }
@@ -303,14 +304,6 @@ mod tests {
             Ok(items.iter().map(answer).collect())
         }
 
-        async fn record_one(&self, item: &AttemptWrite) -> Result<AttemptOutcome, StoreError> {
-            self.pass_gate("one", 1).await;
-            if self.poisoned(item) {
-                return Err(gone("scripted failure"));
-            }
-            Ok(answer(item))
-        }
-
         async fn seen_batch(&self, hashes: &[String]) -> Result<Vec<String>, StoreError> {
             Ok(hashes.iter().filter(|h| h.starts_with('0')).cloned().collect())
         }
@@ -373,7 +366,7 @@ mod tests {
         }
         let calls = script.calls.lock().unwrap().clone();
         let failed_batch = calls.iter().position(|(call, n)| *call == "batch" && *n >= 2).expect("a batch");
-        assert!(calls[failed_batch + 1..].iter().all(|(call, _)| *call == "one"), "{calls:?}");
+        assert!(calls[failed_batch + 1..].iter().all(|(call, n)| *call == "batch" && *n == 1), "{calls:?}");
     }
 
     #[tokio::test]
@@ -389,13 +382,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_lone_notification_takes_the_unbatched_path() {
+    async fn a_lone_notification_goes_through_at_once_as_a_batch_of_one() {
         let script = Script::new();
         script.gate.add_permits(10);
         let commit = GroupCommit::spawn(script.clone(), 1, 1);
         let ns = notifications(1);
         assert!(own_answer(&commit.record_attempt(&ns[0], &[]).await, &ns[0]));
-        assert_eq!(*script.calls.lock().unwrap(), vec![("one", 1)]);
+        assert_eq!(*script.calls.lock().unwrap(), vec![("batch", 1)]);
     }
 
     #[tokio::test]

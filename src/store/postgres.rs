@@ -196,10 +196,6 @@ impl PgStore {
 }
 
 impl BatchWriter for Attempts {
-    async fn record_one(&self, item: &AttemptWrite) -> Result<AttemptOutcome, StoreError> {
-        record_one(&self.0, &item.notification, &item.fingerprints).await
-    }
-
     async fn record_batch(&self, items: &[AttemptWrite]) -> Result<Vec<AttemptOutcome>, StoreError> {
         record_batch(&self.0, items).await
     }
@@ -213,80 +209,6 @@ impl BatchWriter for Attempts {
                 .map_err(db_err("check duplicate"))?;
         Ok(rows.into_iter().map(|(h,)| h).collect())
     }
-}
-
-/// One notification in its own transaction: find the kit, insert the attempt (unique on
-/// the envelope hash) and its outbox event. The path without batching, and the fallback
-/// when a batch fails.
-async fn record_one(
-    pool: &PgPool,
-    n: &VerifiedNotification,
-    fingerprints: &[String],
-) -> Result<AttemptOutcome, StoreError> {
-    let mut tx = pool.begin().await.map_err(db_err("begin"))?;
-    let mut kit = None;
-    for fingerprint in fingerprints {
-        kit = sqlx::query_as::<_, (String, String, String)>(
-            "SELECT tenant, entity_id, kit_no FROM kit WHERE pan_fingerprint = $1",
-        )
-        .bind(fingerprint)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err("find kit"))?;
-        if kit.is_some() {
-            break;
-        }
-    }
-    let Some((tenant, entity_id, kit_no)) = kit else {
-        return Ok(AttemptOutcome::UnknownCard);
-    };
-    let kit = MatchedKit { tenant, entity_id, kit_no };
-
-    let id = new_attempt_id();
-    let now = epoch_millis(SystemTime::now());
-    let client = &n.attempt().client;
-    let inserted = sqlx::query(
-        "INSERT INTO enrollment_attempt (id, tenant, token_requestor_id, entity_id, kit_no, pan_last4,
-             first_name, last_name, email, phone, jws_kid, jwe_kid, iat, received_at, envelope_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-         ON CONFLICT (envelope_hash) DO NOTHING",
-    )
-    .bind(&id)
-    .bind(&kit.tenant)
-    .bind(n.token_requestor_id())
-    .bind(&kit.entity_id)
-    .bind(&kit.kit_no)
-    .bind(n.attempt().pan.last4())
-    .bind(&client.first_name)
-    .bind(&client.last_name)
-    .bind(&client.contact_email)
-    .bind(&client.phone_number)
-    .bind(n.jws_kid())
-    .bind(n.jwe_kid())
-    .bind(n.iat())
-    .bind(now)
-    .bind(n.envelope_hash())
-    .execute(&mut *tx)
-    .await
-    .map_err(db_err("insert attempt"))?
-    .rows_affected();
-    if inserted == 0 {
-        return Ok(AttemptOutcome::Duplicate);
-    }
-
-    sqlx::query(
-        "INSERT INTO outbox (tenant, event_type, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&kit.tenant)
-    .bind(notify::CTP_ENROLLMENT_ATTEMPT)
-    .bind(notify::enrollment_attempt_payload(&id, &kit, n, now))
-    .bind(now)
-    .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(db_err("insert outbox event"))?;
-    tx.commit().await.map_err(db_err("commit attempt"))?;
-    Ok(AttemptOutcome::Recorded { attempt_id: id, kit })
 }
 
 /// Many notifications in one transaction and three statements, each one fixed text (so
