@@ -57,11 +57,15 @@ PUBLIC=127.0.0.1:$BASE INTERNAL=127.0.0.1:$((BASE + 1)) ADMIN=127.0.0.1:$((BASE 
 
 # --- The floor: one RSA-2048 private-key operation (the JWE key unwrap) and one public-key
 # operation (the PS256 verification) per notification, per core, as OpenSSL does them.
-log "== floor: openssl speed -seconds 3 rsa2048"
-read -r SIGN_PER_S VERIFY_PER_S < <(openssl speed -mr -seconds 3 rsa2048 2>/dev/null | awk -F: '/^\+F2:/ {
-    s = $4; v = $5; if (s < 1) s = 1 / s; if (v < 1) v = 1 / v; print s, v }')
-FLOOR_US=$(awk -v s="$SIGN_PER_S" -v v="$VERIFY_PER_S" 'BEGIN { printf "%.1f", 1e6 / s + 1e6 / v }')
-log "   RSA-2048 private ops/s per core: $SIGN_PER_S, public (verify) ops/s: $VERIFY_PER_S -> floor $FLOOR_US CPU-µs per RSA-mode notification"
+# Measured before and after the runs; the table uses the faster of the two, so that a
+# noisy moment on a shared machine can only make our ratio look worse, never better.
+floor_speed() {
+    openssl speed -mr -seconds 3 rsa2048 2>/dev/null | awk -F: '/^\+F2:/ {
+        s = $4; v = $5; if (s < 1) s = 1 / s; if (v < 1) v = 1 / v; print s, v }'
+}
+log "== floor: openssl speed -seconds 3 rsa2048 (now and again after the runs)"
+read -r SIGN_BEFORE VERIFY_BEFORE < <(floor_speed)
+log "   RSA-2048 private ops/s per core: $SIGN_BEFORE, public (verify) ops/s: $VERIFY_BEFORE"
 
 # --- Fresh keys, cards, and the notifications (built once, shared by every run: each run
 # has a fresh database, so no run sees a body twice).
@@ -121,10 +125,17 @@ for db in $DBS; do
     done
 done
 
+# --- The floor again, and the faster of the two.
+read -r SIGN_AFTER VERIFY_AFTER < <(floor_speed)
+log "== floor after the runs: $SIGN_AFTER private ops/s, $VERIFY_AFTER public ops/s"
+read -r SIGN_PER_S VERIFY_PER_S < <(awk -v a="$SIGN_BEFORE" -v b="$SIGN_AFTER" -v c="$VERIFY_BEFORE" -v d="$VERIFY_AFTER" \
+    'BEGIN { print (a > b ? a : b), (c > d ? c : d) }')
+FLOOR_US=$(awk -v s="$SIGN_PER_S" -v v="$VERIFY_PER_S" 'BEGIN { printf "%.1f", 1e6 / s + 1e6 / v }')
+
 # --- The table.
 echo
 echo "ctp-issuer notification benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $NPROC cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'))"
-echo "floor (openssl speed rsa2048, per core): $SIGN_PER_S private ops/s, $VERIFY_PER_S public ops/s = $FLOOR_US CPU-µs per RSA-mode notification"
+echo "floor (openssl speed rsa2048, per core, faster of before/after the runs): $SIGN_PER_S private ops/s, $VERIFY_PER_S public ops/s = $FLOOR_US CPU-µs per RSA-mode notification"
 echo
 awk -v floor="$FLOOR_US" -v nproc="$NPROC" '
 function kv(line, key,   n, i, parts, pair) {
