@@ -71,7 +71,8 @@ enum Command {
         #[arg(long, default_value = "developer")]
         subject: String,
     },
-    /// Load tools for measuring the notification path (see BENCHMARKS.md).
+    /// Load tools for measuring the notification path and the enrollment API (see
+    /// BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
         command: crate::bench::BenchCommand,
@@ -184,7 +185,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
         Command::Sim { command } => crate::sim::saas::cli::run(config, command).await,
         Command::Attempts { command: AttemptsCommand::List { limit } } => list_attempts(config, limit).await,
         Command::Outbox { command } => crate::notify::admin_cli::run(open_store(&config).await?, command).await,
-        Command::Bench { command } => crate::bench::run(command).await,
+        Command::Bench { command } => crate::bench::run(command, &config).await,
         Command::Token { tenants, ttl, subject } => {
             let secret = config.auth.hs256_secret_file.clone().unwrap_or_else(|| crate::api::auth::dev_secret_path(&config.keys_dir));
             println!("{}", crate::api::auth::mint_token(&secret, &tenants, &subject, ttl)?);

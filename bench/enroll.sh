@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# The enrollment-API benchmark of issue 5, in one go: builds the release binary, prepares
+# fresh keys (the internal API's token secret and the SaaS callback secret included), then
+# for each database × concurrency starts a fresh `ctp-issuer serve` with its embedded
+# Click to Pay SaaS simulator, loads its internal API over loopback with
+# `ctp-issuer bench enroll` (registerEntityAndKit, a fresh customer and card per request),
+# waits for the asynchronous results, stops it, and finally prints one table.
+#
+#   bench/enroll.sh                  # everything
+#   BENCH_DBS=sqlite BENCH_DURATION=3s bench/enroll.sh
+#
+# Knobs (environment): BENCH_PG_URL (postgres://postgres@127.0.0.1:5432/test),
+# BENCH_DBS ("sqlite postgres"), BENCH_CONCURRENCY ("1 16 64"), BENCH_DURATION (5s per
+# run), BENCH_COUNT (most registrations per run, 5000: that many customers and cards are
+# created through the registry API before each run, unmeasured), BENCH_WARMUP (50),
+# BENCH_CALLBACK_DELAY (the simulator's delay from accepting a request to completing it
+# and calling back; the service's default, 500ms), BENCH_DRAIN_TIMEOUT (30s: longest wait
+# for the results after the load), BENCH_RELAY=1 runs the outbox relay in the server under
+# test (off by default, as in bench/run.sh), BENCH_KEEP=1 keeps the work directory (keys,
+# databases, server logs), BENCH_SERVER_BIN=path runs another build as the server under
+# test (the load tool is always this tree's).
+#
+# Only loopback is ever targeted, every run is bounded in time and count, and every
+# process this script starts is stopped by its pid.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_URL=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/test}
+DBS=${BENCH_DBS:-"sqlite postgres"}
+CONCURRENCY=${BENCH_CONCURRENCY:-"1 16 64"}
+DURATION=${BENCH_DURATION:-5s}
+COUNT=${BENCH_COUNT:-3000}
+WARMUP=${BENCH_WARMUP:-50}
+CALLBACK_DELAY=${BENCH_CALLBACK_DELAY:-500ms}
+DRAIN_TIMEOUT=${BENCH_DRAIN_TIMEOUT:-30s}
+NPROC=$(nproc)
+
+log() { printf '%s\n' "$*" >&2; }
+
+log "== building (cargo build --release)"
+cargo build --release --quiet
+BIN=$PWD/target/release/ctp-issuer
+SERVER_BIN=${BENCH_SERVER_BIN:-$BIN}
+
+WORK=$(mktemp -d /tmp/ctp-bench-enroll.XXXXXX)
+SERVER_PID=""
+SCHEMA=""
+cleanup() {
+    if [[ -n "$SERVER_PID" ]]; then kill -TERM "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+    if [[ -n "$SCHEMA" ]]; then psql -q "$PG_URL" -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 || true; fi
+    if [[ "${BENCH_KEEP:-0}" == 1 ]]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+# Three free loopback ports (the server under test binds them itself; the embedded SaaS
+# simulator takes an ephemeral one).
+BASE=$((20000 + RANDOM % 20000))
+PUBLIC=127.0.0.1:$BASE INTERNAL=127.0.0.1:$((BASE + 1)) ADMIN=127.0.0.1:$((BASE + 2))
+
+# --- Fresh keys. `bench enroll` brings its own customers and cards, so the kits CSV is
+# not imported; one card keeps `prepare` happy.
+log "== preparing $WORK: fresh keys"
+"$BIN" bench prepare --dir "$WORK" --cards 1 >/dev/null
+
+# --- One run: fresh database, start, wait ready, load, drain, stop.
+RESULTS=$WORK/results.txt
+: >"$RESULTS"
+run=0
+for db in $DBS; do
+    for c in $CONCURRENCY; do
+        run=$((run + 1))
+        db_process=()
+        case $db in
+            sqlite) url="sqlite://$WORK/run-$run.db" ;;
+            postgres)
+                SCHEMA="bench_enroll_$$_$run"
+                psql -q "$PG_URL" -c "CREATE SCHEMA $SCHEMA" >/dev/null
+                sep='?'; [[ $PG_URL == *\?* ]] && sep='&'
+                url="$PG_URL${sep}options[search_path]=$SCHEMA"
+                db_process=(--db-process postgres)
+                ;;
+            *) log "unknown database $db"; exit 2 ;;
+        esac
+        export_env=(CTP_DATABASE_URL="$url" CTP_KEYS_DIR="$WORK/keys" CTP_PUBLIC_ADDR="$PUBLIC"
+            CTP_INTERNAL_ADDR="$INTERNAL" CTP_ADMIN_ADDR="$ADMIN" CTP_SAAS_CALLBACK_DELAY="$CALLBACK_DELAY"
+            CTP_OUTBOX_ENABLED=$([[ "${BENCH_RELAY:-0}" == 1 ]] && echo true || echo false))
+
+        t0=$(date +%s%N)
+        env "${export_env[@]}" "$SERVER_BIN" serve >"$WORK/server-$run.out" 2>"$WORK/server-$run.log" &
+        SERVER_PID=$!
+        ready=$("$BIN" bench ready --admin "$ADMIN" --since-ns "$t0" --pid "$SERVER_PID" --format kv)
+        log "== run $run: enroll on $db, concurrency $c ($ready)"
+        # The token is minted with the same keys directory's secret as the server's.
+        load=$(env CTP_KEYS_DIR="$WORK/keys" "$BIN" bench enroll --target "http://$INTERNAL" --admin "$ADMIN" \
+            --concurrency "$c" --duration "$DURATION" --count "$COUNT" --warmup "$WARMUP" \
+            --drain-timeout "$DRAIN_TIMEOUT" --server-pid "$SERVER_PID" "${db_process[@]}" --format kv) || true
+        log "   $load"
+        kill -TERM "$SERVER_PID"
+        wait "$SERVER_PID" || true
+        SERVER_PID=""
+        if [[ -n "$SCHEMA" ]]; then
+            psql -q "$PG_URL" -c "DROP SCHEMA $SCHEMA CASCADE" >/dev/null 2>&1 || true
+            SCHEMA=""
+        fi
+        if [[ $load == mode=* ]]; then echo "db=$db $ready $load" >>"$RESULTS"; fi
+    done
+done
+
+# --- The table.
+echo
+echo "ctp-issuer enrollment API benchmark (registerEntityAndKit) — $(date -u +%Y-%m-%dT%H:%MZ), $NPROC cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'))"
+echo "embedded SaaS simulator, callback delay $CALLBACK_DELAY; $DURATION or $COUNT registrations per run, after $WARMUP warm-up ones;"
+echo "each run first creates $((COUNT + WARMUP)) customers and cards in one tenant (BENCH_COUNT; the results depend on the tenant's size)"
+echo
+awk '
+function kv(line, key,   n, i, parts, pair) {
+    n = split(line, parts, " ")
+    for (i = 1; i <= n; i++) { split(parts[i], pair, "="); if (pair[1] == key) return pair[2] }
+    return "-"
+}
+BEGIN {
+    printf "| %-8s | %4s | %7s | %6s | %6s | %6s | %7s | %7s | %8s | %11s | %8s | %9s | %8s | %9s | %8s | %10s | %7s | %7s |\n",
+        "db", "conc", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "non-200", "CPU-µs/n", "+async µs/n", "db µs/n", "srv cores", "db cores", "gen cores", "peak MiB", "async done", "drain s", "setup s"
+    print "|----------|------|---------|--------|--------|--------|---------|---------|----------|-------------|----------|-----------|----------|-----------|----------|------------|---------|---------|"
+}
+{
+    rss = kv($0, "peak_rss_kib")
+    peak = (rss == "-") ? "-" : sprintf("%.1f", rss / 1024)
+    done = kv($0, "async_done") "/" kv($0, "ok")
+    printf "| %-8s | %4s | %7.0f | %6.2f | %6.2f | %6.2f | %7.2f | %7s | %8s | %11s | %8s | %9s | %8s | %9s | %8s | %10s | %7s | %7s |\n",
+        kv($0, "db"), kv($0, "concurrency"), kv($0, "rps"), kv($0, "p50_ms"), kv($0, "p90_ms"), kv($0, "p99_ms"),
+        kv($0, "max_ms"), kv($0, "non200") + kv($0, "errors"), kv($0, "server_cpu_us"), kv($0, "total_cpu_us"), kv($0, "db_cpu_us"),
+        kv($0, "server_cores"), kv($0, "db_cores"), kv($0, "gen_cores"), peak, done, kv($0, "async_drain_s"), kv($0, "setup_s")
+}' "$RESULTS"
+echo
+echo "req/s and latency: the synchronous answer of registerEntityAndKit (recorded, SaaS called, trace id stored)."
+echo "CPU-µs/n: server CPU per registration over the load window (/proc/<pid>/stat); +async µs/n: from the window's start"
+echo "to the last result, i.e. with the callbacks applied and the embedded simulator's own work (same process). db µs/n:"
+echo "PostgreSQL's processes' CPU per registration over the window (SQLite runs inside the server: counted in CPU-µs/n)."
+echo "async done: registrations finished (SUCCESS or FAILED, from /metrics) of those answered 200; drain s: how long after"
+echo "the load ended the last one finished (at least the callback delay). peak MiB: VmHWM after the drain; setup s: creating"
+echo "the run's customers and cards through the registry API, before the clock. Non-200 codes: in the per-run lines above."

@@ -1,0 +1,318 @@
+//! `ctp-issuer bench …`: reproducible load on the notification path and the enrollment
+//! API (issue 5).
+//!
+//! | command | what it does |
+//! | --- | --- |
+//! | `bench prepare --dir D` | fresh keys (a Visa RSA pair, an issuer RSA pair, a shared secret, card-number keys, a SaaS callback secret, an internal-API token secret) in `D/keys`, fresh Luhn-valid cards in `D/kits.csv`, and optionally pre-built notifications |
+//! | `bench bodies --dir D --mode M --count N` | tops up `D/bodies-M.jsonl` to `N` pre-built notifications |
+//! | `bench notify --dir D …` | drives a running server's public listener over loopback with pre-built, distinct notifications, at a fixed concurrency or a fixed rate, for a bounded time and count; prints throughput, latency percentiles and the server's CPU and peak RSS from `/proc` |
+//! | `bench enroll …` | drives a running server's internal API over loopback with `registerEntityAndKit`, each request a fresh customer and card created beforehand through the registry API; the same measures as `notify`, then (with `--admin`) waits, bounded, for the asynchronous results and reports how many finished and when the last one did |
+//! | `bench ready --admin A` | polls `/readyz` until it answers 200 and prints the time since a given start instant and the idle RSS |
+//!
+//! The server under test is an ordinary `ctp-issuer serve` with `CTP_KEYS_DIR=D/keys`
+//! whose database has had `ctp-issuer kits import D/kits.csv` for `notify` (see
+//! `bench/run.sh`), or nothing at all for `enroll`, which brings its own customers (see
+//! `bench/enroll.sh`).
+//!
+//! Every notification is sent once: the server answers a redelivered envelope from its
+//! deduplication index without any cryptography, so reusing bodies would measure nothing.
+//! Bodies are built before the clock starts (in RSA mode that is one RSA private-key
+//! operation each, the same price the server pays) and kept in `D/bodies-<mode>.jsonl`, so
+//! that several runs against fresh databases can share them. Their `iat` is the time they
+//! were built: the server under test needs a `visa.replay_window` longer than the bodies'
+//! age (`bench/run.sh` sets one hour). Likewise every registration is for a customer of its
+//! own ([`enroll`]), so none is answered "already registered" or from an idempotency key.
+//!
+//! The load generator keeps its own cost small: one persistent HTTP/1.1 connection per
+//! worker, all workers on one current-thread runtime (so it never takes more than one
+//! core), bodies shared by reference. Its own CPU time is reported next to the server's.
+//!
+//! Only loopback targets are accepted, and every loop is bounded by a count and a time.
+//! Card numbers live only in `D/kits.csv`, inside the encrypted bodies and in the registry
+//! requests `enroll` sends; nothing here prints one.
+
+mod enroll;
+mod fresh;
+mod load;
+
+use clap::ValueEnum;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http::{Method, StatusCode, Uri};
+
+use crate::config::Config;
+use crate::sim::visa::{NotificationBuilder, notification_path};
+
+pub use enroll::{EnrollArgs, MAX_ENROLLMENTS};
+pub use fresh::{FreshKeys, TestCard, bodies_path, build_bodies, ensure_bodies, fresh_cards, load_bodies, read_cards, write_kits_csv};
+pub use load::{LoadReport, loopback_target, proc_cpu, proc_status_kib};
+use load::{LoadPlan, MakeRequest, base_headers, check_load_args, drive, on_one_thread, request};
+
+/// Upper bound on one load run, whatever `--duration` says.
+pub const MAX_DURATION: Duration = Duration::from_secs(600);
+/// Upper bound on the pre-built notifications of one mode.
+pub const MAX_NOTIFICATIONS: usize = 2_000_000;
+/// Upper bound on the cards of one prepared directory.
+pub const MAX_CARDS: usize = 1_000_000;
+/// The tenant of the generated kits and of `bench enroll`'s customers.
+pub const TENANT: &str = "BENCH";
+/// The token requestor the bodies are posted for.
+pub const TOKEN_REQUESTOR_ID: &str = "40010030273";
+
+/// The two Visa key modes (and the shared-secret variant signed by Visa's RSA key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Mode {
+    /// JWS PS256 by Visa's key, JWE RSA-OAEP-256 to the issuer's key.
+    Rsa,
+    /// JWS PS256 by Visa's key, JWE A256GCMKW with the shared secret.
+    Shared,
+    /// JWS HS256 and JWE A256GCMKW, both with the shared secret (no RSA at all).
+    SharedHs256,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Rsa => "rsa",
+            Self::Shared => "shared",
+            Self::SharedHs256 => "shared-hs256",
+        }
+    }
+
+    /// A builder for this mode from a directory laid out by [`FreshKeys::write`].
+    pub fn builder(self, keys_dir: &Path) -> anyhow::Result<NotificationBuilder> {
+        match self {
+            Self::Rsa => NotificationBuilder::rsa_from_dir(keys_dir),
+            Self::Shared => NotificationBuilder::shared_from_dir(keys_dir, false),
+            Self::SharedHs256 => NotificationBuilder::shared_from_dir(keys_dir, true),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// For people.
+    Text,
+    /// One line of `key=value` pairs, for scripts.
+    Kv,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Write fresh keys and cards for a server under test (and optionally pre-build
+    /// notifications). Replaces whatever the directory held before.
+    Prepare {
+        /// Directory to fill: keys/, kits.csv, bodies-<mode>.jsonl.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Distinct Luhn-valid cards to generate (one kit each).
+        #[arg(long, default_value_t = 1000)]
+        cards: usize,
+        /// Modes to pre-build notifications for.
+        #[arg(long = "mode", value_enum)]
+        modes: Vec<Mode>,
+        /// Notifications to pre-build per mode.
+        #[arg(long, default_value_t = 0)]
+        notifications: usize,
+    },
+    /// Pre-build notifications for one mode in a prepared directory, appending to what
+    /// it holds until it holds `--count`.
+    Bodies {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, value_enum)]
+        mode: Mode,
+        #[arg(long)]
+        count: usize,
+    },
+    /// Drive a running server over loopback with distinct, valid notifications.
+    Notify {
+        /// A directory made by `bench prepare`.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value = "rsa")]
+        mode: Mode,
+        /// The server's public listener; loopback only (127.0.0.0/8 or ::1).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        target: String,
+        /// Connections, one request in flight on each (closed loop).
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Requests per second, spread over the connections (open loop: latency counts
+        /// from when a request was due, so a stalled server is not hidden).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Stop after this long (at most 10 minutes).
+        #[arg(long, default_value = "10s", value_parser = humantime_serde::re::humantime::parse_duration)]
+        duration: Duration,
+        /// Stop after this many requests; bodies are built first if the directory holds fewer.
+        #[arg(long, default_value_t = 20_000)]
+        count: usize,
+        /// Requests sent before measuring (each a distinct notification too).
+        #[arg(long, default_value_t = 0)]
+        warmup: usize,
+        /// The server's process id, for its CPU time and peak RSS.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// Also count the CPU of every process with this name (e.g. `postgres`).
+        #[arg(long)]
+        db_process: Option<String>,
+        #[arg(long, default_value = TOKEN_REQUESTOR_ID)]
+        token_requestor_id: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Drive a running server's enrollment API over loopback with distinct, valid
+    /// registrations (a fresh customer and card each), then wait for their results.
+    Enroll(EnrollArgs),
+    /// Wait until the admin listener's /readyz answers 200; print how long since `--since-ns`.
+    Ready {
+        /// The admin listener, e.g. 127.0.0.1:9090; loopback only.
+        #[arg(long)]
+        admin: String,
+        /// Start instant, nanoseconds since the Unix epoch (`date +%s%N`), default now.
+        #[arg(long)]
+        since_ns: Option<u128>,
+        /// The server's process id, for its resident memory once ready.
+        #[arg(long)]
+        pid: Option<u32>,
+        #[arg(long, default_value = "10s", value_parser = humantime_serde::re::humantime::parse_duration)]
+        timeout: Duration,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
+/// Runs a `bench` subcommand. `config` says where the internal API's token secret is
+/// (`bench enroll` mints its token the way `ctp-issuer token` does).
+pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<ExitCode> {
+    match command {
+        BenchCommand::Prepare { dir, cards, modes, notifications } => {
+            let prepared = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let keys = FreshKeys::write(&dir.join("keys"))?;
+                let n = write_kits_csv(&dir.join("kits.csv"), cards)?;
+                for mode in Mode::value_variants() {
+                    let _ = std::fs::remove_file(bodies_path(&dir, *mode));
+                }
+                let mut built = Vec::new();
+                for mode in modes {
+                    let started = Instant::now();
+                    ensure_bodies(&dir, mode, notifications)?;
+                    built.push((mode, started.elapsed()));
+                }
+                Ok((dir, keys, n, built))
+            })
+            .await??;
+            let (dir, keys, n, built) = prepared;
+            println!("keys:  {} (visa kid {}, issuer kid {}, shared kid {})", dir.join("keys").display(), keys.visa_kid, keys.issuer_kid, keys.shared_kid);
+            println!("kits:  {} ({n} cards, tenant {TENANT})", dir.join("kits.csv").display());
+            for (mode, took) in built {
+                println!("bodies: {} ({notifications} built in {:.1} s)", bodies_path(&dir, mode).display(), took.as_secs_f64());
+            }
+            println!("next:  CTP_KEYS_DIR={} ctp-issuer kits import {}", dir.join("keys").display(), dir.join("kits.csv").display());
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Bodies { dir, mode, count } => {
+            let started = Instant::now();
+            let path = bodies_path(&dir, mode);
+            tokio::task::spawn_blocking(move || ensure_bodies(&dir, mode, count)).await??;
+            println!("{}: {count} bodies ({:.1} s)", path.display(), started.elapsed().as_secs_f64());
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Notify {
+            dir,
+            mode,
+            target,
+            concurrency,
+            rate,
+            duration,
+            count,
+            warmup,
+            server_pid,
+            db_process,
+            token_requestor_id,
+            format,
+        } => {
+            let addr = loopback_target(&target)?;
+            check_load_args(concurrency, rate, count)?;
+            let duration = duration.min(MAX_DURATION);
+            let needed = count.checked_add(warmup).filter(|n| *n <= MAX_NOTIFICATIONS).context("--count + --warmup is too large")?;
+            let uri: Uri = notification_path(&token_requestor_id).parse().context("--token-requestor-id does not make a valid path")?;
+            let (bodies, oldest) = {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                    ensure_bodies(&dir, mode, needed)?;
+                    load_bodies(&dir, mode, needed)
+                })
+                .await??
+            };
+            if let Some(age) = oldest.filter(|age| *age > Duration::from_secs(240)) {
+                eprintln!("warning: the oldest body was built {} s ago; the server's visa.replay_window must exceed that", age.as_secs());
+            }
+            let bodies: Arc<[Bytes]> = bodies.into();
+            let headers = base_headers(addr)?;
+            let make: MakeRequest =
+                Arc::new(move |i| request(Method::POST, uri.clone(), &headers, bodies.get(i).cloned().unwrap_or_default()));
+            let plan = LoadPlan { addr, concurrency, rate, duration, server_pid, db_process };
+            let report = on_one_thread(move || async move {
+                if warmup > 0 {
+                    drive(&plan.unmeasured(), make.clone(), 0..warmup).await?;
+                }
+                drive(&plan, make, warmup..warmup + count).await
+            })
+            .await?;
+            match format {
+                Format::Text => report.print_text(&format!("bench notify: mode {}", mode.name()), concurrency, rate),
+                Format::Kv => println!("{}", report.kv_line(mode.name(), concurrency, rate)),
+            }
+            Ok(if report.transport_errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        BenchCommand::Enroll(args) => {
+            // The secret `ctp-issuer token` signs with.
+            let secret = config.auth.hs256_secret_file.clone().unwrap_or_else(|| crate::api::auth::dev_secret_path(&config.keys_dir));
+            enroll::run(args, &secret).await
+        }
+        BenchCommand::Ready { admin, since_ns, pid, timeout, format } => {
+            let addr = loopback_target(&admin)?;
+            let since = match since_ns {
+                Some(ns) => UNIX_EPOCH + Duration::from_nanos(u64::try_from(ns).context("--since-ns is too large")?),
+                None => SystemTime::now(),
+            };
+            let timeout = timeout.min(MAX_DURATION);
+            let deadline = Instant::now() + timeout;
+            let authority = addr.to_string();
+            loop {
+                let answered = crate::sim::client::send(&authority, None, http::Method::GET, "/readyz", Bytes::new()).await;
+                if matches!(answered, Ok((StatusCode::OK, _))) {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    bail!("{authority}/readyz did not answer 200 within {timeout:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let ready_ms = SystemTime::now().duration_since(since).unwrap_or_default().as_secs_f64() * 1000.0;
+            let rss = pid.and_then(|p| proc_status_kib(p, "VmRSS"));
+            // Most of an idle process's RSS is its mapped code (file-backed, shared); the
+            // anonymous part is what it allocated.
+            let anon = pid.and_then(|p| proc_status_kib(p, "RssAnon"));
+            let kv = |v: Option<u64>| v.map_or("-".to_owned(), |k| k.to_string());
+            match format {
+                Format::Text => {
+                    println!("ready after {ready_ms:.1} ms");
+                    if let (Some(kib), Some(anon)) = (rss, anon) {
+                        println!("idle RSS {:.1} MiB ({:.1} MiB anonymous)", kib as f64 / 1024.0, anon as f64 / 1024.0);
+                    }
+                }
+                Format::Kv => println!("ready_ms={ready_ms:.1} idle_rss_kib={} idle_anon_kib={}", kv(rss), kv(anon)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
