@@ -27,7 +27,7 @@
 //! | [`saas`] | the Click to Pay SaaS layer: its JSON contract and our client of it |
 //! | [`webhook`] | Standard Webhooks signing and verification (the SaaS's callbacks) |
 //! | [`sim`] | stand-ins for outside parties: a Visa notification sender, the Click to Pay SaaS simulator |
-//! | [`bench`] | `ctp-issuer bench`: fresh keys and cards, pre-built notifications, a loopback load generator |
+//! | [`bench`] | `ctp-issuer bench`: fresh keys and cards, pre-built notifications, a loopback load generator for notifications and for the enrollment API |
 //! | [`cli`] | the command line; `main.rs` only calls it |
 //!
 //! ## Rules of the house
