@@ -86,8 +86,8 @@ impl SqliteStore {
         // notifications replaces a queue of transactions waiting on it.
         // The writer never checkpoints the WAL itself: the checkpointer does, in the
         // background (see `store::checkpoint`).
+        tokio::spawn(super::checkpoint::run(pool.clone(), options.clone()));
         let writer_options = options.pragma("wal_autocheckpoint", "0");
-        tokio::spawn(super::checkpoint::run(pool.clone()));
         let attempts = GroupCommit::spawn(
             Attempts { pool: pool.clone(), options: writer_options, writer: Arc::new(tokio::sync::Mutex::new(None)) },
             1,
