@@ -35,27 +35,7 @@ CALLBACK_DELAY=${BENCH_CALLBACK_DELAY:-500ms}
 DRAIN_TIMEOUT=${BENCH_DRAIN_TIMEOUT:-30s}
 NPROC=$(nproc)
 
-log() { printf '%s\n' "$*" >&2; }
-
-log "== building (cargo build --release)"
-cargo build --release --quiet
-BIN=$PWD/target/release/ctp-issuer
-SERVER_BIN=${BENCH_SERVER_BIN:-$BIN}
-
-WORK=$(mktemp -d /tmp/ctp-bench-enroll.XXXXXX)
-SERVER_PID=""
-SCHEMA=""
-cleanup() {
-    if [[ -n "$SERVER_PID" ]]; then kill -TERM "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-    if [[ -n "$SCHEMA" ]]; then psql -q "$PG_URL" -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 || true; fi
-    if [[ "${BENCH_KEEP:-0}" == 1 ]]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-
-# Three free loopback ports (the server under test binds them itself; the embedded SaaS
-# simulator takes an ephemeral one).
-BASE=$((20000 + RANDOM % 20000))
-PUBLIC=127.0.0.1:$BASE INTERNAL=127.0.0.1:$((BASE + 1)) ADMIN=127.0.0.1:$((BASE + 2))
+BENCH_WORK_PREFIX=ctp-bench-enroll source bench/common.sh
 
 # --- Fresh keys. `bench enroll` brings its own customers and cards, so the kits CSV is
 # not imported; one card keeps `prepare` happy.
@@ -69,39 +49,19 @@ run=0
 for db in $DBS; do
     for c in $CONCURRENCY; do
         run=$((run + 1))
-        db_process=()
-        case $db in
-            sqlite) url="sqlite://$WORK/run-$run.db" ;;
-            postgres)
-                SCHEMA="bench_enroll_$$_$run"
-                psql -q "$PG_URL" -c "CREATE SCHEMA $SCHEMA" >/dev/null
-                sep='?'; [[ $PG_URL == *\?* ]] && sep='&'
-                url="$PG_URL${sep}options[search_path]=$SCHEMA"
-                db_process=(--db-process postgres)
-                ;;
-            *) log "unknown database $db"; exit 2 ;;
-        esac
+        fresh_database "$db" "$run"
         export_env=(CTP_DATABASE_URL="$url" CTP_KEYS_DIR="$WORK/keys" CTP_PUBLIC_ADDR="$PUBLIC"
             CTP_INTERNAL_ADDR="$INTERNAL" CTP_ADMIN_ADDR="$ADMIN" CTP_SAAS_CALLBACK_DELAY="$CALLBACK_DELAY"
             CTP_OUTBOX_ENABLED=$([[ "${BENCH_RELAY:-0}" == 1 ]] && echo true || echo false))
 
-        t0=$(date +%s%N)
-        env "${export_env[@]}" "$SERVER_BIN" serve >"$WORK/server-$run.out" 2>"$WORK/server-$run.log" &
-        SERVER_PID=$!
-        ready=$("$BIN" bench ready --admin "$ADMIN" --since-ns "$t0" --pid "$SERVER_PID" --format kv)
+        start_server "$run" "${export_env[@]}"
         log "== run $run: enroll on $db, concurrency $c ($ready)"
         # The token is minted with the same keys directory's secret as the server's.
         load=$(env CTP_KEYS_DIR="$WORK/keys" "$BIN" bench enroll --target "http://$INTERNAL" --admin "$ADMIN" \
             --concurrency "$c" --duration "$DURATION" --count "$COUNT" --warmup "$WARMUP" \
             --drain-timeout "$DRAIN_TIMEOUT" --server-pid "$SERVER_PID" "${db_process[@]}" --format kv) || true
         log "   $load"
-        kill -TERM "$SERVER_PID"
-        wait "$SERVER_PID" || true
-        SERVER_PID=""
-        if [[ -n "$SCHEMA" ]]; then
-            psql -q "$PG_URL" -c "DROP SCHEMA $SCHEMA CASCADE" >/dev/null 2>&1 || true
-            SCHEMA=""
-        fi
+        stop_server
         if [[ $load == mode=* ]]; then echo "db=$db $ready $load" >>"$RESULTS"; fi
     done
 done

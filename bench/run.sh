@@ -34,26 +34,7 @@ SHARED_COUNT=${BENCH_SHARED_COUNT:-100000}
 WARMUP=100
 NPROC=$(nproc)
 
-log() { printf '%s\n' "$*" >&2; }
-
-log "== building (cargo build --release)"
-cargo build --release --quiet
-BIN=$PWD/target/release/ctp-issuer
-SERVER_BIN=${BENCH_SERVER_BIN:-$BIN}
-
-WORK=$(mktemp -d /tmp/ctp-bench.XXXXXX)
-SERVER_PID=""
-SCHEMA=""
-cleanup() {
-    if [[ -n "$SERVER_PID" ]]; then kill -TERM "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-    if [[ -n "$SCHEMA" ]]; then psql -q "$PG_URL" -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 || true; fi
-    if [[ "${BENCH_KEEP:-0}" == 1 ]]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-
-# Three free loopback ports (the server under test binds them itself).
-BASE=$((20000 + RANDOM % 20000))
-PUBLIC=127.0.0.1:$BASE INTERNAL=127.0.0.1:$((BASE + 1)) ADMIN=127.0.0.1:$((BASE + 2))
+source bench/common.sh
 
 # --- The floor: one RSA-2048 private-key operation (the JWE key unwrap) and one public-key
 # operation (the PS256 verification) per notification, per core, as OpenSSL does them.
@@ -87,39 +68,19 @@ for db in $DBS; do
         count=$SHARED_COUNT; [[ $mode == rsa ]] && count=$RSA_COUNT
         for c in $CONCURRENCY; do
             run=$((run + 1))
-            db_process=()
-            case $db in
-                sqlite) url="sqlite://$WORK/run-$run.db" ;;
-                postgres)
-                    SCHEMA="bench_$$_$run"
-                    psql -q "$PG_URL" -c "CREATE SCHEMA $SCHEMA" >/dev/null
-                    sep='?'; [[ $PG_URL == *\?* ]] && sep='&'
-                    url="$PG_URL${sep}options[search_path]=$SCHEMA"
-                    db_process=(--db-process postgres)
-                    ;;
-                *) log "unknown database $db"; exit 2 ;;
-            esac
+            fresh_database "$db" "$run"
             export_env=(CTP_DATABASE_URL="$url" CTP_KEYS_DIR="$WORK/keys" CTP_PUBLIC_ADDR="$PUBLIC"
                 CTP_INTERNAL_ADDR="$INTERNAL" CTP_ADMIN_ADDR="$ADMIN" CTP_VISA_REPLAY_WINDOW=1h
                 CTP_OUTBOX_ENABLED=$([[ "${BENCH_RELAY:-0}" == 1 ]] && echo true || echo false))
             env "${export_env[@]}" "$SERVER_BIN" kits import "$WORK/kits.csv" >/dev/null
 
-            t0=$(date +%s%N)
-            env "${export_env[@]}" "$SERVER_BIN" serve >"$WORK/server-$run.out" 2>"$WORK/server-$run.log" &
-            SERVER_PID=$!
-            ready=$("$BIN" bench ready --admin "$ADMIN" --since-ns "$t0" --pid "$SERVER_PID" --format kv)
+            start_server "$run" "${export_env[@]}"
             log "== run $run: $mode on $db, concurrency $c ($ready)"
             load=$("$BIN" bench notify --dir "$WORK" --mode "$mode" --target "http://$PUBLIC" \
                 --concurrency "$c" --duration "$DURATION" --count "$count" --warmup "$WARMUP" \
                 --server-pid "$SERVER_PID" "${db_process[@]}" --format kv) || true
             log "   $load"
-            kill -TERM "$SERVER_PID"
-            wait "$SERVER_PID" || true
-            SERVER_PID=""
-            if [[ -n "$SCHEMA" ]]; then
-                psql -q "$PG_URL" -c "DROP SCHEMA $SCHEMA CASCADE" >/dev/null 2>&1 || true
-                SCHEMA=""
-            fi
+            stop_server
             echo "db=$db $ready $load" >>"$RESULTS"
         done
     done
