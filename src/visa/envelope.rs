@@ -129,7 +129,9 @@ impl RawNotification {
         let Some(payload) = self.encrypted_data.split('.').nth(1) else { return true };
         // The JWE header is at the start of the JWS payload: decode only enough of it
         // (whole 4-character groups) to reach the header's end.
-        let prefix = &payload[..payload.len().min(JWE_HEADER_PREFIX_CHARS)];
+        // Bytes, not `str`: the envelope is any UTF-8, and a cut inside a character must
+        // fail the decode, not panic.
+        let prefix = &payload.as_bytes()[..payload.len().min(JWE_HEADER_PREFIX_CHARS)];
         let prefix = &prefix[..prefix.len() - prefix.len() % 4];
         let Ok(jwe) = B64URL.decode(prefix) else { return true };
         let Some(end) = jwe.iter().position(|b| *b == b'.') else { return true };
@@ -331,6 +333,16 @@ mod tests {
         #[test]
         fn parse_never_panics(tr in "\\PC{0,80}", ev in proptest::option::of("\\PC{0,30}"), body in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = RawNotification::parse(&tr, ev.as_deref(), &body);
+        }
+
+        /// Reading the inner JWE's header out of any envelope never panics, whatever its
+        /// characters and wherever the prefix cut falls (multi-byte UTF-8 included).
+        #[test]
+        fn needs_private_key_never_panics(head in "[A-Za-z0-9_-]{0,8}", payload in "\\PC{4000,4200}") {
+            let body = json!({ "encryptedData": format!("{head}.{payload}.sig") }).to_string();
+            if let Ok(raw) = RawNotification::parse("1", None, body.as_bytes()) {
+                prop_assert!(raw.needs_private_key(), "garbage counts as needing the private key");
+            }
         }
 
         /// No encryptedData makes verification panic, including dotted base64url-looking
