@@ -61,3 +61,15 @@ stop_server() {
     if [[ -n "$SCHEMA" ]]; then psql -q "$PG_URL" -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 || true; fi
     SCHEMA=""
 }
+
+# The machine, for a table's title line.
+machine() { echo "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'))"; }
+
+# An awk function for the tables: kv(line, key) is the value of `key=value` in a results
+# line, or "-".
+AWK_KV='function kv(line, key,   n, i, parts, pair) {
+    n = split(line, parts, " ")
+    for (i = 1; i <= n; i++) { split(parts[i], pair, "="); if (pair[1] == key) return pair[2] }
+    return "-"
+}
+'

@@ -33,7 +33,6 @@ COUNT=${BENCH_COUNT:-3000}
 WARMUP=${BENCH_WARMUP:-50}
 CALLBACK_DELAY=${BENCH_CALLBACK_DELAY:-500ms}
 DRAIN_TIMEOUT=${BENCH_DRAIN_TIMEOUT:-30s}
-NPROC=$(nproc)
 
 BENCH_WORK_PREFIX=ctp-bench-enroll source bench/common.sh
 
@@ -68,16 +67,11 @@ done
 
 # --- The table.
 echo
-echo "ctp-issuer enrollment API benchmark (registerEntityAndKit) — $(date -u +%Y-%m-%dT%H:%MZ), $NPROC cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'))"
+echo "ctp-issuer enrollment API benchmark (registerEntityAndKit) — $(date -u +%Y-%m-%dT%H:%MZ), $(machine)"
 echo "embedded SaaS simulator, callback delay $CALLBACK_DELAY; $DURATION or $COUNT registrations per run, after $WARMUP warm-up ones;"
 echo "each run first creates $((COUNT + WARMUP)) customers and cards in one tenant (BENCH_COUNT; the results depend on the tenant's size)"
 echo
-awk '
-function kv(line, key,   n, i, parts, pair) {
-    n = split(line, parts, " ")
-    for (i = 1; i <= n; i++) { split(parts[i], pair, "="); if (pair[1] == key) return pair[2] }
-    return "-"
-}
+awk "$AWK_KV"'
 BEGIN {
     printf "| %-8s | %4s | %7s | %6s | %6s | %6s | %7s | %7s | %8s | %11s | %8s | %9s | %8s | %9s | %8s | %10s | %7s | %7s |\n",
         "db", "conc", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "non-200", "CPU-µs/n", "+async µs/n", "db µs/n", "srv cores", "db cores", "gen cores", "peak MiB", "async done", "drain s", "setup s"

@@ -95,15 +95,10 @@ FLOOR_US=$(awk -v s="$SIGN_PER_S" -v v="$VERIFY_PER_S" 'BEGIN { printf "%.1f", 1
 
 # --- The table.
 echo
-echo "ctp-issuer notification benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $NPROC cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'))"
+echo "ctp-issuer notification benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(machine)"
 echo "floor (openssl speed rsa2048, per core, faster of before/after the runs): $SIGN_PER_S private ops/s, $VERIFY_PER_S public ops/s = $FLOOR_US CPU-µs per RSA-mode notification"
 echo
-awk -v floor="$FLOOR_US" -v nproc="$NPROC" '
-function kv(line, key,   n, i, parts, pair) {
-    n = split(line, parts, " ")
-    for (i = 1; i <= n; i++) { split(parts[i], pair, "="); if (pair[1] == key) return pair[2] }
-    return "-"
-}
+awk -v floor="$FLOOR_US" -v nproc="$NPROC" "$AWK_KV"'
 BEGIN {
     printf "| %-12s | %-8s | %4s | %8s | %6s | %6s | %6s | %7s | %7s | %9s | %7s | %6s | %6s | %6s | %10s | %7s | %8s | %8s | %8s | %8s |\n",
         "mode", "db", "conc", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "non-200", "CPU-µs/n", "÷floor", "srv cores", "db cores", "gen cores", "floor req/s", "% floor", "peak MiB", "idle MiB", "anon MiB", "ready ms"

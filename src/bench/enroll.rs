@@ -39,7 +39,7 @@ use http::{Method, StatusCode, Uri};
 use serde_json::json;
 
 use super::fresh::{TestCard, fresh_cards, random_hex};
-use super::load::{LoadPlan, LoadReport, MakeRequest, base_headers, check_load_args, drive, on_one_thread, request};
+use super::load::{LoadArgs, LoadPlan, LoadReport, MakeRequest, base_headers, drive, on_one_thread, request};
 use super::{Format, MAX_DURATION, TENANT, loopback_target, proc_cpu, proc_status_kib};
 
 /// Upper bound on the customers of one run (each is a profile and a card in the server's
@@ -66,16 +66,8 @@ pub struct EnrollArgs {
     /// Tenant of the customers (the token is minted for it).
     #[arg(long, default_value = TENANT)]
     tenant: String,
-    /// Connections, one request in flight on each (closed loop).
-    #[arg(long, default_value_t = 16)]
-    concurrency: usize,
-    /// Requests per second, spread over the connections (open loop: latency counts from
-    /// when a request was due, so a stalled server is not hidden).
-    #[arg(long)]
-    rate: Option<f64>,
-    /// Stop after this long (at most 10 minutes).
-    #[arg(long, default_value = "10s", value_parser = humantime_serde::re::humantime::parse_duration)]
-    duration: Duration,
+    #[command(flatten)]
+    load: LoadArgs,
     /// Stop after this many registrations; this many customers (plus `--warmup`) are
     /// created first, whether the time allows them all or not.
     #[arg(long, default_value_t = 5_000)]
@@ -87,47 +79,30 @@ pub struct EnrollArgs {
     /// minutes).
     #[arg(long, default_value = "30s", value_parser = humantime_serde::re::humantime::parse_duration)]
     drain_timeout: Duration,
-    /// The server's process id, for its CPU time and peak RSS.
-    #[arg(long)]
-    server_pid: Option<u32>,
-    /// Also count the CPU of every process with this name (e.g. `postgres`).
-    #[arg(long)]
-    db_process: Option<String>,
-    #[arg(long, value_enum, default_value = "text")]
-    format: Format,
 }
 
 /// Runs `bench enroll`, signing its token with the HS256 secret at `secret_file`.
 pub async fn run(args: EnrollArgs, secret_file: &Path) -> anyhow::Result<ExitCode> {
     let addr = loopback_target(&args.target)?;
     let admin = args.admin.as_deref().map(loopback_target).transpose()?;
-    check_load_args(args.concurrency, args.rate, args.count)?;
+    let plan = args.load.plan(addr, args.count)?;
     crate::api::check_id("--tenant", &args.tenant).map_err(|_| anyhow::anyhow!("--tenant must be 1 to 64 letters, digits, - or _"))?;
     let total = args.count.checked_add(args.warmup).filter(|n| *n <= MAX_ENROLLMENTS).context("--count + --warmup is too large")?;
-    let duration = args.duration.min(MAX_DURATION);
     let drain_timeout = args.drain_timeout.min(MAX_DURATION);
 
     // Valid through setup, load and drain, whatever they take.
-    let ttl = Duration::from_secs(3600) + duration + drain_timeout;
+    let ttl = Duration::from_secs(3600) + plan.duration + drain_timeout;
     let token = crate::api::auth::mint_token(secret_file, std::slice::from_ref(&args.tenant), "bench", ttl)
         .with_context(|| format!("minting a token with {}", secret_file.display()))?;
     let headers = api_headers(addr, &token, &args.tenant)?;
     let run_id = random_hex(4);
     let customers = tokio::task::spawn_blocking(move || Customers::build(&run_id, total)).await??;
 
-    let plan = LoadPlan {
-        addr,
-        concurrency: args.concurrency,
-        rate: args.rate,
-        duration,
-        server_pid: args.server_pid,
-        db_process: args.db_process.clone(),
-    };
     let (warmup, count) = (args.warmup, args.count);
     let outcome = on_one_thread(move || measure(plan, admin, headers, customers, warmup, count, drain_timeout)).await?;
-    match args.format {
-        Format::Text => outcome.print_text(args.concurrency, args.rate),
-        Format::Kv => println!("{}", outcome.kv_line(args.concurrency, args.rate)),
+    match args.load.format {
+        Format::Text => outcome.print_text(args.load.concurrency, args.load.rate),
+        Format::Kv => println!("{}", outcome.kv_line(args.load.concurrency, args.load.rate)),
     }
     let complete = outcome.report.transport_errors == 0 && outcome.drain.as_ref().is_none_or(|d| d.pending == 0);
     Ok(if complete { ExitCode::SUCCESS } else { ExitCode::from(1) })
@@ -528,15 +503,17 @@ ctp_operations_started_total{event=\"CTP_REGISTER_ENTITY_AND_KIT\"} 50
             target: "http://127.0.0.1:1".into(),
             admin: None,
             tenant: TENANT.into(),
-            concurrency: 1,
-            rate: None,
-            duration: Duration::from_secs(1),
+            load: LoadArgs {
+                concurrency: 1,
+                rate: None,
+                duration: Duration::from_secs(1),
+                server_pid: None,
+                db_process: None,
+                format: Format::Kv,
+            },
             count,
             warmup,
             drain_timeout: Duration::from_secs(1),
-            server_pid: None,
-            db_process: None,
-            format: Format::Kv,
         };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let secret = Path::new("/nonexistent");

@@ -81,6 +81,46 @@ pub(super) fn request(method: Method, uri: Uri, headers: &[(HeaderName, HeaderVa
     request
 }
 
+/// The load shape `notify` and `enroll` share on the command line: connections, rate,
+/// time, whose CPU to read, and how to print. Each command adds its own target, count and
+/// warm-up.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// Connections, one request in flight on each (closed loop).
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Requests per second, spread over the connections (open loop: latency counts from
+    /// when a request was due, so a stalled server is not hidden).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Stop after this long (at most 10 minutes).
+    #[arg(long, default_value = "10s", value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub duration: Duration,
+    /// The server's process id, for its CPU time and peak RSS.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Also count the CPU of every process with this name (e.g. `postgres`).
+    #[arg(long)]
+    pub db_process: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: super::Format,
+}
+
+impl LoadArgs {
+    /// The checked plan against `addr` for a run of `count` requests.
+    pub(super) fn plan(&self, addr: SocketAddr, count: usize) -> anyhow::Result<LoadPlan> {
+        check_load_args(self.concurrency, self.rate, count)?;
+        Ok(LoadPlan {
+            addr,
+            concurrency: self.concurrency,
+            rate: self.rate,
+            duration: self.duration.min(super::MAX_DURATION),
+            server_pid: self.server_pid,
+            db_process: self.db_process.clone(),
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(super) struct LoadPlan {
     pub addr: SocketAddr,

@@ -50,8 +50,8 @@ use crate::sim::visa::{NotificationBuilder, notification_path};
 
 pub use enroll::{EnrollArgs, MAX_ENROLLMENTS};
 pub use fresh::{FreshKeys, TestCard, bodies_path, build_bodies, ensure_bodies, fresh_cards, load_bodies, read_cards, write_kits_csv};
-pub use load::{LoadReport, loopback_target, proc_cpu, proc_status_kib};
-use load::{LoadPlan, MakeRequest, base_headers, check_load_args, drive, on_one_thread, request};
+pub use load::{LoadArgs, LoadReport, loopback_target, proc_cpu, proc_status_kib};
+use load::{MakeRequest, base_headers, drive, on_one_thread, request};
 
 /// Upper bound on one load run, whatever `--duration` says.
 pub const MAX_DURATION: Duration = Duration::from_secs(600);
@@ -140,32 +140,16 @@ pub enum BenchCommand {
         /// The server's public listener; loopback only (127.0.0.0/8 or ::1).
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         target: String,
-        /// Connections, one request in flight on each (closed loop).
-        #[arg(long, default_value_t = 16)]
-        concurrency: usize,
-        /// Requests per second, spread over the connections (open loop: latency counts
-        /// from when a request was due, so a stalled server is not hidden).
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Stop after this long (at most 10 minutes).
-        #[arg(long, default_value = "10s", value_parser = humantime_serde::re::humantime::parse_duration)]
-        duration: Duration,
+        #[command(flatten)]
+        load: LoadArgs,
         /// Stop after this many requests; bodies are built first if the directory holds fewer.
         #[arg(long, default_value_t = 20_000)]
         count: usize,
         /// Requests sent before measuring (each a distinct notification too).
         #[arg(long, default_value_t = 0)]
         warmup: usize,
-        /// The server's process id, for its CPU time and peak RSS.
-        #[arg(long)]
-        server_pid: Option<u32>,
-        /// Also count the CPU of every process with this name (e.g. `postgres`).
-        #[arg(long)]
-        db_process: Option<String>,
         #[arg(long, default_value = TOKEN_REQUESTOR_ID)]
         token_requestor_id: String,
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
     },
     /// Drive a running server's enrollment API over loopback with distinct, valid
     /// registrations (a fresh customer and card each), then wait for their results.
@@ -224,23 +208,8 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<ExitC
             println!("{}: {count} bodies ({:.1} s)", path.display(), started.elapsed().as_secs_f64());
             Ok(ExitCode::SUCCESS)
         }
-        BenchCommand::Notify {
-            dir,
-            mode,
-            target,
-            concurrency,
-            rate,
-            duration,
-            count,
-            warmup,
-            server_pid,
-            db_process,
-            token_requestor_id,
-            format,
-        } => {
-            let addr = loopback_target(&target)?;
-            check_load_args(concurrency, rate, count)?;
-            let duration = duration.min(MAX_DURATION);
+        BenchCommand::Notify { dir, mode, target, load, count, warmup, token_requestor_id } => {
+            let plan = load.plan(loopback_target(&target)?, count)?;
             let needed = count.checked_add(warmup).filter(|n| *n <= MAX_NOTIFICATIONS).context("--count + --warmup is too large")?;
             let uri: Uri = notification_path(&token_requestor_id).parse().context("--token-requestor-id does not make a valid path")?;
             let (bodies, oldest) = {
@@ -255,10 +224,9 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<ExitC
                 eprintln!("warning: the oldest body was built {} s ago; the server's visa.replay_window must exceed that", age.as_secs());
             }
             let bodies: Arc<[Bytes]> = bodies.into();
-            let headers = base_headers(addr)?;
+            let headers = base_headers(plan.addr)?;
             let make: MakeRequest =
                 Arc::new(move |i| request(Method::POST, uri.clone(), &headers, bodies.get(i).cloned().unwrap_or_default()));
-            let plan = LoadPlan { addr, concurrency, rate, duration, server_pid, db_process };
             let report = on_one_thread(move || async move {
                 if warmup > 0 {
                     drive(&plan.unmeasured(), make.clone(), 0..warmup).await?;
@@ -266,9 +234,9 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<ExitC
                 drive(&plan, make, warmup..warmup + count).await
             })
             .await?;
-            match format {
-                Format::Text => report.print_text(&format!("bench notify: mode {}", mode.name()), concurrency, rate),
-                Format::Kv => println!("{}", report.kv_line(mode.name(), concurrency, rate)),
+            match load.format {
+                Format::Text => report.print_text(&format!("bench notify: mode {}", mode.name()), load.concurrency, load.rate),
+                Format::Kv => println!("{}", report.kv_line(mode.name(), load.concurrency, load.rate)),
             }
             Ok(if report.transport_errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
