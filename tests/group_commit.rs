@@ -239,3 +239,47 @@ db_test!(cards_looked_up_under_several_key_versions_batch_too, |db: TestDb| asyn
     assert_eq!(store.pending_outbox(100).await.unwrap().len(), 8);
     store.close().await;
 });
+
+db_test!(a_duplicate_check_does_not_wait_behind_a_blocked_write, |db: TestDb| async move {
+    // The SQLite writer waits for the write lock on its own thread, inside SQLite's busy
+    // handler; the duplicate checks have a thread of their own, so a Visa redelivery is
+    // still answered while someone else (an import, say) holds the lock.
+    let store = db.store().await;
+    let s = setup();
+    let card = fresh_cards(1)[0].digits().to_owned();
+    s.kit(&store, "K0", &card).await;
+    let ns = s.notifications(&[card.as_str()], 2, TOKEN_REQUESTOR_ID);
+    let fps = s.fingerprints(&ns[0]);
+    assert!(matches!(store.record_attempt(&ns[0], &fps).await.unwrap(), AttemptOutcome::Recorded { .. }));
+
+    let mut blocker = if db.kind == "sqlite" {
+        let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut c).await.unwrap();
+        Blocker::Sqlite(c)
+    } else {
+        let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::raw_sql("BEGIN; LOCK TABLE enrollment_attempt IN EXCLUSIVE MODE").execute(&mut c).await.unwrap();
+        Blocker::Pg(c)
+    };
+    let write = tokio::spawn({
+        let (store, n, fps) = (store.clone(), ns[1].clone(), fps.clone());
+        async move { store.record_attempt(&n, &fps).await }
+    });
+    // Give the write time to reach the lock, then ask: the answer must come while the
+    // write is still waiting (the lock is held for as long as the write's busy timeout).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = tokio::time::timeout(Duration::from_secs(2), store.attempt_seen(ns[0].envelope_hash())).await;
+    assert!(!write.is_finished(), "the write went through although the lock was held");
+    assert!(seen.expect("the duplicate check waited behind the blocked write").unwrap());
+
+    match &mut blocker {
+        Blocker::Sqlite(c) => {
+            sqlx::raw_sql("ROLLBACK").execute(c).await.unwrap();
+        }
+        Blocker::Pg(c) => {
+            sqlx::raw_sql("ROLLBACK").execute(c).await.unwrap();
+        }
+    }
+    assert!(matches!(write.await.unwrap().unwrap(), AttemptOutcome::Recorded { .. }));
+    store.close().await;
+});

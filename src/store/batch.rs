@@ -80,37 +80,22 @@ impl GroupCommit {
     /// Starts `writers` writer tasks and `readers` duplicate-check tasks. They stop when
     /// the last clone of the returned handle is dropped.
     ///
-    /// They run on a runtime of their own, on one thread: a batch is a handful of round
-    /// trips to the database, and on the service's runtime each of them waited behind
-    /// every ready request task (a wake-up from a database thread lands in the shared
-    /// queue), which made the queue of notifications, not the database, the limit.
+    /// They run on runtimes of their own, one thread for the writers and one for the
+    /// duplicate checks: a batch is a handful of round trips to the database, and on the
+    /// service's runtime each of them waited behind every ready request task (a wake-up
+    /// from a database thread lands in the shared queue), which made the queue of
+    /// notifications, not the database, the limit. Two threads, because a writer may
+    /// block its thread (the SQLite writer calls SQLite directly, and waits there for the
+    /// write lock), and a duplicate check must not wait behind a write.
     pub(crate) fn spawn<W: BatchWriter>(store: W, writers: usize, readers: usize) -> Self {
         let (writes, write_queue) = mpsc::channel(QUEUE);
         let (lookups, lookup_queue) = mpsc::channel(QUEUE);
         let write_queue = Arc::new(Mutex::new(write_queue));
         let lookup_queue = Arc::new(Mutex::new(lookup_queue));
-        let mut loops: Vec<futures_util::future::BoxFuture<'static, ()>> = Vec::new();
-        for _ in 0..writers.max(1) {
-            loops.push(Box::pin(write_loop(store.clone(), write_queue.clone())));
-        }
-        for _ in 0..readers.max(1) {
-            loops.push(Box::pin(lookup_loop(store.clone(), lookup_queue.clone())));
-        }
-        let all = futures_util::future::join_all(loops);
-        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(runtime) => {
-                let spawned = std::thread::Builder::new().name("ctp-store-batch".into()).spawn(move || {
-                    runtime.block_on(all);
-                });
-                if let Err(e) = spawned {
-                    panic!("cannot start the notification writer thread: {e}");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "no runtime of its own for the notification writer; sharing the service's");
-                tokio::spawn(all);
-            }
-        }
+        let write_loops = (0..writers.max(1)).map(|_| write_loop(store.clone(), write_queue.clone()));
+        run_on_own_thread("ctp-store-write", futures_util::future::join_all(write_loops));
+        let lookup_loops = (0..readers.max(1)).map(|_| lookup_loop(store.clone(), lookup_queue.clone()));
+        run_on_own_thread("ctp-store-lookup", futures_util::future::join_all(lookup_loops));
         Self { writes, lookups }
     }
 
@@ -131,6 +116,22 @@ impl GroupCommit {
         let (reply, answer) = oneshot::channel();
         self.lookups.send((envelope_hash.to_owned(), reply)).await.map_err(|_| gone("check duplicate"))?;
         answer.await.map_err(|_| gone("check duplicate"))?
+    }
+}
+
+/// Runs `work` to completion on a current-thread runtime on a new thread named `name`,
+/// or, if no thread or runtime can be had, as a task of the caller's runtime.
+fn run_on_own_thread(name: &str, work: impl Future<Output = Vec<()>> + Send + 'static) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::warn!(error = %e, thread = name, "no runtime of its own for the notification store; sharing the service's");
+            tokio::spawn(work);
+            return;
+        }
+    };
+    if let Err(e) = std::thread::Builder::new().name(name.into()).spawn(move || runtime.block_on(work)) {
+        panic!("cannot start the notification store's {name} thread: {e}");
     }
 }
 

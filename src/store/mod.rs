@@ -14,6 +14,7 @@ mod batch;
 mod checkpoint;
 mod postgres;
 mod sqlite;
+mod sqlite_attempts;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +32,10 @@ pub use sqlite::SqliteStore;
 pub enum StoreError {
     #[error("database error during {op}: {source}")]
     Database { op: &'static str, source: sqlx::Error },
+    /// From the SQLite notification writer, which calls SQLite through rusqlite
+    /// (`store::sqlite_attempts`).
+    #[error("database error during {op}: {source}")]
+    Sqlite { op: &'static str, source: rusqlite::Error },
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database url: {0}")]

@@ -1,0 +1,173 @@
+//! The SQLite notification writer: group-commit batches (see `store::batch`) written on
+//! the batch thread itself, through rusqlite, on a connection that thread keeps.
+//!
+//! Why not through sqlx like the rest of the SQLite store: sqlx runs each SQLite
+//! connection on a worker thread of its own, so every statement is a round trip between
+//! threads and every row returned is one more message. For a notification batch that was
+//! two to five round trips, each a sleep and a wake-up on both sides: at concurrency 1
+//! about twenty context switches per notification, and on this 2-core VM the context
+//! switches, not SQLite, were most of the writer's CPU (BENCHMARKS.md, third round). Here
+//! the batch thread calls SQLite directly: one statement per row, each prepared once and
+//! cached, no hand-off at all between `BEGIN` and `COMMIT`.
+//!
+//! The SQL is that of the PostgreSQL writer, row by row; the outcomes are those of one
+//! transaction per notification (see `store::batch`). Duplicate checks still read through
+//! the sqlx pool, so that they never wait behind a write.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use sqlx::sqlite::SqlitePool;
+
+use super::batch::{AttemptWrite, BatchWriter, match_kits};
+use super::{AttemptOutcome, MatchedKit, StoreError, epoch_millis, new_attempt_id};
+use crate::notify;
+
+/// What the writer's connection is set to; the pool's connections get the same settings
+/// through sqlx (`SqliteStore::connect`).
+const WRITER_PRAGMAS: &str = "
+    PRAGMA journal_mode = WAL;
+    PRAGMA synchronous = NORMAL;
+    PRAGMA foreign_keys = ON;
+    PRAGMA temp_store = MEMORY;
+    PRAGMA cache_size = -8192;
+    PRAGMA wal_autocheckpoint = 0;";
+
+/// The attempt insert. `ON CONFLICT DO NOTHING` makes a redelivery (or a second copy in the
+/// same batch) change no row, which is how a duplicate is told from a new attempt.
+const INSERT_ATTEMPT: &str = "
+    INSERT INTO enrollment_attempt (id, tenant, token_requestor_id, entity_id, kit_no, pan_last4,
+        first_name, last_name, email, phone, jws_kid, jwe_kid, iat, received_at, envelope_hash)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+    ON CONFLICT (envelope_hash) DO NOTHING";
+const INSERT_OUTBOX: &str =
+    "INSERT INTO outbox (tenant, event_type, payload, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+const FIND_KIT: &str = "SELECT tenant, entity_id, kit_no FROM kit WHERE pan_fingerprint = ?1";
+
+/// The notification writer's connection and the pool its duplicate checks read through.
+#[derive(Clone)]
+pub(super) struct SqliteAttempts {
+    pool: SqlitePool,
+    path: PathBuf,
+    busy_timeout: Duration,
+    /// Opened on first use; replaced after any error, in case the error broke it. Only the
+    /// batch thread's writer task takes it, so the lock is never contended: it is there
+    /// to make the connection shareable, not to queue anyone.
+    writer: Arc<Mutex<Option<Connection>>>,
+}
+
+impl SqliteAttempts {
+    pub(super) fn new(pool: SqlitePool, path: PathBuf, busy_timeout: Duration) -> Self {
+        Self { pool, path, busy_timeout, writer: Arc::new(Mutex::new(None)) }
+    }
+
+    fn open(&self) -> Result<Connection, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(sqlite_err("connect"))?;
+        conn.busy_timeout(self.busy_timeout).map_err(sqlite_err("connect"))?;
+        conn.execute_batch(WRITER_PRAGMAS).map_err(sqlite_err("connect"))?;
+        Ok(conn)
+    }
+}
+
+fn sqlite_err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Sqlite { op, source }
+}
+
+impl BatchWriter for SqliteAttempts {
+    /// Synchronous: the batch thread exists to do this, and blocking it for the batch's
+    /// few hundred microseconds is cheaper than handing every statement to another thread.
+    async fn record_batch(&self, items: &[AttemptWrite]) -> Result<Vec<AttemptOutcome>, StoreError> {
+        let mut slot = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if slot.is_none() {
+            *slot = Some(self.open()?);
+        }
+        let conn = slot.as_mut().expect("the writer's connection was opened");
+        let result = record_batch(conn, items);
+        if result.is_err() {
+            *slot = None;
+        }
+        result
+    }
+
+    async fn seen_batch(&self, hashes: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(super::db_err("check duplicates"))?;
+        super::sqlite::seen(&mut conn, hashes).await
+    }
+}
+
+/// Every item in one transaction: their kits, their attempts, the outbox events of those
+/// recorded. On any error the transaction is rolled back (when `tx` is dropped) and
+/// nothing of the batch was written.
+fn record_batch(conn: &mut Connection, items: &[AttemptWrite]) -> Result<Vec<AttemptOutcome>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite_err("begin"))?;
+
+    let mut kits: HashMap<String, MatchedKit> = HashMap::new();
+    {
+        let mut find = tx.prepare_cached(FIND_KIT).map_err(sqlite_err("find kits"))?;
+        for fingerprint in items.iter().flat_map(|i| &i.fingerprints) {
+            if kits.contains_key(fingerprint) {
+                continue;
+            }
+            let kit = find
+                .query_row([fingerprint], |row| {
+                    Ok(MatchedKit { tenant: row.get(0)?, entity_id: row.get(1)?, kit_no: row.get(2)? })
+                })
+                .optional()
+                .map_err(sqlite_err("find kits"))?;
+            if let Some(kit) = kit {
+                kits.insert(fingerprint.clone(), kit);
+            }
+        }
+    }
+    let matched = match_kits(items, &kits);
+
+    let now = epoch_millis(SystemTime::now());
+    let mut outcomes = Vec::with_capacity(items.len());
+    {
+        let mut insert_attempt = tx.prepare_cached(INSERT_ATTEMPT).map_err(sqlite_err("insert attempts"))?;
+        let mut insert_outbox = tx.prepare_cached(INSERT_OUTBOX).map_err(sqlite_err("insert outbox events"))?;
+        for (item, kit) in items.iter().zip(matched) {
+            let Some(kit) = kit else {
+                outcomes.push(AttemptOutcome::UnknownCard);
+                continue;
+            };
+            let n = &item.notification;
+            let client = &n.attempt().client;
+            let id = new_attempt_id();
+            let inserted = insert_attempt
+                .execute(params![
+                    id,
+                    kit.tenant,
+                    n.token_requestor_id(),
+                    kit.entity_id,
+                    kit.kit_no,
+                    n.attempt().pan.last4(),
+                    client.first_name,
+                    client.last_name,
+                    client.contact_email,
+                    client.phone_number,
+                    n.jws_kid(),
+                    n.jwe_kid(),
+                    n.iat(),
+                    now,
+                    n.envelope_hash(),
+                ])
+                .map_err(sqlite_err("insert attempts"))?;
+            if inserted == 0 {
+                outcomes.push(AttemptOutcome::Duplicate);
+                continue;
+            }
+            let payload = notify::enrollment_attempt_payload(&id, &kit, n, now);
+            insert_outbox
+                .execute(params![kit.tenant, notify::CTP_ENROLLMENT_ATTEMPT, payload, now, now])
+                .map_err(sqlite_err("insert outbox events"))?;
+            outcomes.push(AttemptOutcome::Recorded { attempt_id: id, kit });
+        }
+    }
+    tx.commit().map_err(sqlite_err("commit attempts"))?;
+    Ok(outcomes)
+}
