@@ -61,6 +61,17 @@ impl Store {
             Store::Postgres(s) => Tx::Postgres(s.pool.begin().await.map_err(db_err("begin"))?),
         })
     }
+
+    /// A read-only transaction. On SQLite a plain (deferred) `BEGIN`: its reads share one
+    /// snapshot of the WAL without taking the write lock, so they neither wait for
+    /// writers nor make writers wait (with `BEGIN IMMEDIATE` every profile read queued on
+    /// the lock with the writes: BENCHMARKS.md, "The enrollment API").
+    pub(super) async fn begin_read(&self) -> Result<Tx, StoreError> {
+        Ok(match self {
+            Store::Sqlite(s) => Tx::Sqlite(s.pool.begin().await.map_err(db_err("begin"))?),
+            Store::Postgres(s) => Tx::Postgres(s.pool.begin().await.map_err(db_err("begin"))?),
+        })
+    }
 }
 
 /// An entity as the API shows it: profile, Click to Pay status, and its kits.
@@ -230,7 +241,7 @@ impl Store {
 
     /// The entity with its statuses and kits, if it exists in this tenant.
     pub async fn entity_view(&self, tenant: &str, entity_id: &str) -> Result<Option<EntityView>, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_read().await?;
         let row: Option<(Option<String>,)> = fetch!(&mut tx, fetch_optional, (Option<String>,), "read entity",
             "SELECT profile FROM entity WHERE tenant = ? AND entity_id = ?",
             "SELECT profile FROM entity WHERE tenant = $1 AND entity_id = $2", tenant, entity_id)?;
@@ -261,7 +272,7 @@ impl Store {
 
     /// The sealed card and card data of a kit, for a request to the network.
     pub async fn kit_for_network(&self, tenant: &str, kit_no: &str) -> Result<Option<KitForNetwork>, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_read().await?;
         let kit = fetch!(&mut tx, fetch_optional, KitForNetwork, "read kit",
             "SELECT kit_no, entity_id, pan_sealed, expiry, name_on_card FROM kit WHERE tenant = ? AND kit_no = ?",
             "SELECT kit_no, entity_id, pan_sealed, expiry, name_on_card FROM kit WHERE tenant = $1 AND kit_no = $2", tenant, kit_no)?;
@@ -473,7 +484,7 @@ impl Store {
 
     /// A request's trace, by the SaaS's trace id or our request id, within a tenant.
     pub async fn request_trace(&self, tenant: &str, id: &str) -> Result<Option<TraceRow>, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_read().await?;
         let row = fetch!(&mut tx, fetch_optional, TraceRow, "read trace",
             "SELECT tenant, request_id, request_trace_id, entity_id, kit_no, event, status_ctp, error_details, correlation_id, created_at, updated_at
              FROM ctp_request_trace WHERE tenant = ? AND (request_trace_id = ? OR request_id = ?)",
@@ -524,7 +535,7 @@ impl Store {
     }
 
     pub async fn idempotent_response(&self, tenant: &str, key: &str) -> Result<Option<IdempotentResponse>, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_read().await?;
         let row = fetch!(&mut tx, fetch_optional, IdempotentResponse, "read idempotency key",
             "SELECT request_hash, response_status, response_body FROM idempotency_key WHERE tenant = ? AND idempotency_key = ?",
             "SELECT request_hash, response_status, response_body FROM idempotency_key WHERE tenant = $1 AND idempotency_key = $2",
