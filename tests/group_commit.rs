@@ -78,18 +78,37 @@ impl Setup {
 /// Holds the database's write path for a moment, so that the notifications sent meanwhile
 /// queue up and are written together once it is released.
 async fn with_writes_held<F: std::future::Future>(db: &TestDb, work: F) -> F::Output {
-    let mut blocker = if db.kind == "sqlite" {
-        let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-        sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut c).await.unwrap();
-        Blocker::Sqlite(c)
-    } else {
-        let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
-        sqlx::raw_sql("BEGIN; LOCK TABLE enrollment_attempt IN EXCLUSIVE MODE").execute(&mut c).await.unwrap();
-        Blocker::Pg(c)
-    };
+    let mut blocker = Blocker::hold(db).await;
     let release = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        match &mut blocker {
+        blocker.release().await;
+    };
+    let (out, ()) = tokio::join!(work, release);
+    out
+}
+
+/// Another connection holding the write path of `enrollment_attempt`: SQLite's write lock,
+/// or an exclusive lock on the table in PostgreSQL (reads still go through).
+enum Blocker {
+    Sqlite(sqlx::SqliteConnection),
+    Pg(sqlx::PgConnection),
+}
+
+impl Blocker {
+    async fn hold(db: &TestDb) -> Self {
+        if db.kind == "sqlite" {
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut c).await.unwrap();
+            Blocker::Sqlite(c)
+        } else {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::raw_sql("BEGIN; LOCK TABLE enrollment_attempt IN EXCLUSIVE MODE").execute(&mut c).await.unwrap();
+            Blocker::Pg(c)
+        }
+    }
+
+    async fn release(&mut self) {
+        match self {
             Blocker::Sqlite(c) => {
                 sqlx::raw_sql("ROLLBACK").execute(c).await.unwrap();
             }
@@ -97,14 +116,7 @@ async fn with_writes_held<F: std::future::Future>(db: &TestDb, work: F) -> F::Ou
                 sqlx::raw_sql("ROLLBACK").execute(c).await.unwrap();
             }
         }
-    };
-    let (out, ()) = tokio::join!(work, release);
-    out
-}
-
-enum Blocker {
-    Sqlite(sqlx::SqliteConnection),
-    Pg(sqlx::PgConnection),
+    }
 }
 
 db_test!(concurrent_notifications_each_get_their_own_outcome, |db: TestDb| async move {
@@ -252,34 +264,20 @@ db_test!(a_duplicate_check_does_not_wait_behind_a_blocked_write, |db: TestDb| as
     let fps = s.fingerprints(&ns[0]);
     assert!(matches!(store.record_attempt(&ns[0], &fps).await.unwrap(), AttemptOutcome::Recorded { .. }));
 
-    let mut blocker = if db.kind == "sqlite" {
-        let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-        sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut c).await.unwrap();
-        Blocker::Sqlite(c)
-    } else {
-        let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
-        sqlx::raw_sql("BEGIN; LOCK TABLE enrollment_attempt IN EXCLUSIVE MODE").execute(&mut c).await.unwrap();
-        Blocker::Pg(c)
-    };
+    let mut blocker = Blocker::hold(&db).await;
     let write = tokio::spawn({
         let (store, n, fps) = (store.clone(), ns[1].clone(), fps.clone());
         async move { store.record_attempt(&n, &fps).await }
     });
     // Give the write time to reach the lock, then ask: the answer must come while the
-    // write is still waiting (the lock is held for as long as the write's busy timeout).
+    // write is still waiting (the lock stays held until after the check, and the write's
+    // 5 s busy timeout outlasts the check's 2 s).
     tokio::time::sleep(Duration::from_millis(200)).await;
     let seen = tokio::time::timeout(Duration::from_secs(2), store.attempt_seen(ns[0].envelope_hash())).await;
     assert!(!write.is_finished(), "the write went through although the lock was held");
     assert!(seen.expect("the duplicate check waited behind the blocked write").unwrap());
 
-    match &mut blocker {
-        Blocker::Sqlite(c) => {
-            sqlx::raw_sql("ROLLBACK").execute(c).await.unwrap();
-        }
-        Blocker::Pg(c) => {
-            sqlx::raw_sql("ROLLBACK").execute(c).await.unwrap();
-        }
-    }
+    blocker.release().await;
     assert!(matches!(write.await.unwrap().unwrap(), AttemptOutcome::Recorded { .. }));
     store.close().await;
 });

@@ -2,8 +2,9 @@
 //! many concurrent notifications are each done in one round of statements, one transaction
 //! for the writes, while every caller still gets its own answer.
 //!
-//! Why: on SQLite every statement is a round trip to the connection's worker thread, and
-//! every write transaction takes the database's single write lock. One transaction per
+//! Why: every write transaction takes SQLite's single write lock (and, through sqlx,
+//! every statement was a round trip to the connection's worker thread; the SQLite writer
+//! now calls SQLite directly, `store::sqlite_attempts`). One transaction per
 //! notification made the write lock the queue (with `busy_timeout` sleeps under
 //! concurrency) and the thread hand-offs the main CPU cost. PostgreSQL pays one WAL flush
 //! per commit. Batching amortises both.

@@ -1,6 +1,8 @@
 //! The SQLite store: the embedded default. WAL journal, one writer at a time; every write
 //! transaction starts `BEGIN IMMEDIATE` so that a read-then-write transaction waits for the
-//! write lock up front instead of failing with `SQLITE_BUSY` halfway through.
+//! write lock up front instead of failing with `SQLITE_BUSY` halfway through (read-only
+//! transactions start a plain `BEGIN`). Visa's notifications are written by
+//! `store::sqlite_attempts`, on a connection of their own.
 
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
