@@ -366,9 +366,14 @@ mod tests {
                 assert!(own_answer(result, n), "item {i} must get its own outcome: {result:?}");
             }
         }
+        // The six arrive as at most two batches (the first is held at the gate while the
+        // rest queue), and which of them holds item 4 depends on timing: the failed batch
+        // is the last of two or more items, and each of its items follows it on its own.
         let calls = script.calls.lock().unwrap().clone();
-        let failed_batch = calls.iter().position(|(call, n)| *call == "batch" && *n >= 2).expect("a batch");
-        assert!(calls[failed_batch + 1..].iter().all(|(call, n)| *call == "batch" && *n == 1), "{calls:?}");
+        let failed_batch = calls.iter().rposition(|(call, n)| *call == "batch" && *n >= 2).expect("a batch");
+        let retried = &calls[failed_batch + 1..];
+        let size = calls[failed_batch].1;
+        assert!(retried.len() >= size && retried[..size].iter().all(|c| *c == ("batch", 1)), "{calls:?}");
     }
 
     #[tokio::test]

@@ -7,8 +7,7 @@
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-use sqlx::QueryBuilder;
-use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use super::batch::GroupCommit;
 use super::sqlite_attempts::SqliteAttempts;
@@ -61,7 +60,7 @@ impl SqliteStore {
         // The writer never checkpoints the WAL itself: the checkpointer does, in the
         // background (see `store::checkpoint`).
         tokio::spawn(super::checkpoint::run(pool.clone(), options.clone()));
-        let writer = SqliteAttempts::new(pool.clone(), options.get_filename().to_owned(), BUSY_TIMEOUT);
+        let writer = SqliteAttempts::new(options.get_filename().to_owned(), BUSY_TIMEOUT);
         let attempts = GroupCommit::spawn(writer, 1, 1);
         Ok(Self { pool, attempts })
     }
@@ -214,24 +213,4 @@ impl SqliteStore {
         .await
         .map_err(db_err("list outbox"))
     }
-}
-
-/// Which of `hashes` have been recorded: one query.
-pub(super) async fn seen(conn: &mut SqliteConnection, hashes: &[String]) -> Result<Vec<String>, StoreError> {
-    if let [hash] = hashes {
-        let row: Option<(String,)> = sqlx::query_as("SELECT envelope_hash FROM enrollment_attempt WHERE envelope_hash = ?")
-            .bind(hash)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db_err("check duplicate"))?;
-        return Ok(row.into_iter().map(|(h,)| h).collect());
-    }
-    let mut query = QueryBuilder::<Sqlite>::new("SELECT envelope_hash FROM enrollment_attempt WHERE envelope_hash IN (");
-    let mut list = query.separated(", ");
-    for hash in hashes {
-        list.push_bind(hash);
-    }
-    query.push(")");
-    let rows: Vec<(String,)> = query.build_query_as().fetch_all(&mut *conn).await.map_err(db_err("check duplicates"))?;
-    Ok(rows.into_iter().map(|(h,)| h).collect())
 }

@@ -11,8 +11,9 @@
 //! cached, no hand-off at all between `BEGIN` and `COMMIT`.
 //!
 //! The SQL is that of the PostgreSQL writer, row by row; the outcomes are those of one
-//! transaction per notification (see `store::batch`). Duplicate checks still read through
-//! the sqlx pool, so that they never wait behind a write.
+//! transaction per notification (see `store::batch`). Duplicate checks are done the same
+//! way on the lookup thread, on a read-only connection of their own: a WAL reader never
+//! waits for the writer, so they never wait behind a write.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,7 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use sqlx::sqlite::SqlitePool;
 
 use super::batch::{AttemptWrite, BatchWriter, match_kits};
 use super::{AttemptOutcome, MatchedKit, StoreError, epoch_millis, new_attempt_id};
@@ -46,31 +46,56 @@ const INSERT_ATTEMPT: &str = "
 const INSERT_OUTBOX: &str =
     "INSERT INTO outbox (tenant, event_type, payload, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5)";
 const FIND_KIT: &str = "SELECT tenant, entity_id, kit_no FROM kit WHERE pan_fingerprint = ?1";
+const ATTEMPT_SEEN: &str = "SELECT 1 FROM enrollment_attempt WHERE envelope_hash = ?1";
 
-/// The notification writer's connection and the pool its duplicate checks read through.
+/// The notification writer's connection and the duplicate checks' connection.
 #[derive(Clone)]
 pub(super) struct SqliteAttempts {
-    pool: SqlitePool,
     path: PathBuf,
     busy_timeout: Duration,
-    /// Opened on first use; replaced after any error, in case the error broke it. Only the
-    /// batch thread's writer task takes it, so the lock is never contended: it is there
-    /// to make the connection shareable, not to queue anyone.
+    /// Each opened on first use and replaced after any error, in case the error broke it.
+    /// Only the write thread takes the writer, only the lookup thread the reader, so the
+    /// locks are never contended: they make the connections shareable, they queue no one.
     writer: Arc<Mutex<Option<Connection>>>,
+    reader: Arc<Mutex<Option<Connection>>>,
 }
 
 impl SqliteAttempts {
-    pub(super) fn new(pool: SqlitePool, path: PathBuf, busy_timeout: Duration) -> Self {
-        Self { pool, path, busy_timeout, writer: Arc::new(Mutex::new(None)) }
+    pub(super) fn new(path: PathBuf, busy_timeout: Duration) -> Self {
+        Self { path, busy_timeout, writer: Arc::default(), reader: Arc::default() }
     }
 
-    fn open(&self) -> Result<Connection, StoreError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&self.path, flags).map_err(sqlite_err("connect"))?;
-        conn.busy_timeout(self.busy_timeout).map_err(sqlite_err("connect"))?;
+    fn open_writer(&self) -> Result<Connection, StoreError> {
+        let conn = self.open(OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         conn.execute_batch(WRITER_PRAGMAS).map_err(sqlite_err("connect"))?;
         Ok(conn)
     }
+
+    fn open(&self, mode: OpenFlags) -> Result<Connection, StoreError> {
+        let conn = Connection::open_with_flags(&self.path, mode | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(sqlite_err("connect"))?;
+        conn.busy_timeout(self.busy_timeout).map_err(sqlite_err("connect"))?;
+        Ok(conn)
+    }
+}
+
+/// Runs `work` on the connection in `slot`, opening it first if needed and dropping it
+/// after an error.
+fn with_connection<T>(
+    slot: &Mutex<Option<Connection>>,
+    open: impl FnOnce() -> Result<Connection, StoreError>,
+    work: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut slot = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let conn = match &mut *slot {
+        Some(conn) => conn,
+        empty => empty.insert(open()?),
+    };
+    let result = work(conn);
+    if result.is_err() {
+        *slot = None;
+    }
+    result
 }
 
 fn sqlite_err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -81,22 +106,25 @@ impl BatchWriter for SqliteAttempts {
     /// Synchronous: the batch thread exists to do this, and blocking it for the batch's
     /// few hundred microseconds is cheaper than handing every statement to another thread.
     async fn record_batch(&self, items: &[AttemptWrite]) -> Result<Vec<AttemptOutcome>, StoreError> {
-        let mut slot = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if slot.is_none() {
-            *slot = Some(self.open()?);
-        }
-        let conn = slot.as_mut().expect("the writer's connection was opened");
-        let result = record_batch(conn, items);
-        if result.is_err() {
-            *slot = None;
-        }
-        result
+        with_connection(&self.writer, || self.open_writer(), |conn| record_batch(conn, items))
     }
 
+    /// Synchronous too, on the lookup thread: a read of the WAL's last commit.
     async fn seen_batch(&self, hashes: &[String]) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(super::db_err("check duplicates"))?;
-        super::sqlite::seen(&mut conn, hashes).await
+        with_connection(&self.reader, || self.open(OpenFlags::SQLITE_OPEN_READ_ONLY), |conn| seen(conn, hashes))
     }
+}
+
+/// Which of `hashes` have been recorded.
+fn seen(conn: &mut Connection, hashes: &[String]) -> Result<Vec<String>, StoreError> {
+    let mut query = conn.prepare_cached(ATTEMPT_SEEN).map_err(sqlite_err("check duplicates"))?;
+    let mut seen = Vec::new();
+    for hash in hashes {
+        if query.exists([hash]).map_err(sqlite_err("check duplicates"))? {
+            seen.push(hash.clone());
+        }
+    }
+    Ok(seen)
 }
 
 /// Every item in one transaction: their kits, their attempts, the outbox events of those
