@@ -1,5 +1,5 @@
 //! The SQLite notification writer: group-commit batches (see `store::batch`) written on
-//! the batch thread itself, through rusqlite, on a connection that thread keeps.
+//! the store's write thread itself, through rusqlite, on a connection that thread keeps.
 //!
 //! Why not through sqlx like the rest of the SQLite store: sqlx runs each SQLite
 //! connection on a worker thread of its own, so every statement is a round trip between
@@ -7,7 +7,7 @@
 //! two to five round trips, each a sleep and a wake-up on both sides: at concurrency 1
 //! about twenty context switches per notification, and on this 2-core VM the context
 //! switches, not SQLite, were most of the writer's CPU (BENCHMARKS.md, third round). Here
-//! the batch thread calls SQLite directly: one statement per row, each prepared once and
+//! the write thread calls SQLite directly: one statement per row, each prepared once and
 //! cached, no hand-off at all between `BEGIN` and `COMMIT`.
 //!
 //! The SQL is that of the PostgreSQL writer, row by row; the outcomes are those of one
@@ -103,7 +103,7 @@ fn sqlite_err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 }
 
 impl BatchWriter for SqliteAttempts {
-    /// Synchronous: the batch thread exists to do this, and blocking it for the batch's
+    /// Synchronous: the write thread exists to do this, and blocking it for the batch's
     /// few hundred microseconds is cheaper than handing every statement to another thread.
     async fn record_batch(&self, items: &[AttemptWrite]) -> Result<Vec<AttemptOutcome>, StoreError> {
         with_connection(&self.writer, || self.open_writer(), |conn| record_batch(conn, items))
