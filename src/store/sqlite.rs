@@ -7,7 +7,7 @@
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
 use super::batch::GroupCommit;
 use super::sqlite_attempts::SqliteAttempts;
@@ -15,7 +15,20 @@ use super::{AttemptOutcome, AttemptRow, KitRecord, KitUpsert, StoreError, db_err
 use crate::visa::VerifiedNotification;
 
 /// How long a connection waits for SQLite's write lock before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Every connection's settings, the pool's (through sqlx) and the notification writer's
+/// and reader's (through rusqlite, `store::sqlite_attempts`) alike.
+pub(super) const CONNECTION_PRAGMAS: &[(&str, &str)] = &[
+    ("journal_mode", "WAL"),
+    ("synchronous", "NORMAL"),
+    ("foreign_keys", "ON"),
+    // Statement journals in memory rather than in a temp file.
+    ("temp_store", "memory"),
+    // 8 MiB of page cache per connection (default 2 MiB): the notification writer's
+    // inserts land on random pages of the envelope-hash index.
+    ("cache_size", "-8192"),
+];
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -31,15 +44,8 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Url(e.to_string()))?
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true)
-            // Statement journals (multi-row inserts) in memory rather than in a temp file.
-            .pragma("temp_store", "memory")
-            // 8 MiB of page cache per connection (default 2 MiB): the notification
-            // writer's inserts land on random pages of the envelope-hash index.
-            .pragma("cache_size", "-8192");
+            .busy_timeout(BUSY_TIMEOUT);
+        let options = CONNECTION_PRAGMAS.iter().fold(options, |options, (name, value)| options.pragma(*name, *value));
         if let Some(parent) = options.get_filename().parent() {
             if !parent.as_os_str().is_empty() {
                 std::fs::create_dir_all(parent)
@@ -60,7 +66,7 @@ impl SqliteStore {
         // The writer never checkpoints the WAL itself: the checkpointer does, in the
         // background (see `store::checkpoint`).
         tokio::spawn(super::checkpoint::run(pool.clone(), options.clone()));
-        let writer = SqliteAttempts::new(options.get_filename().to_owned(), BUSY_TIMEOUT);
+        let writer = SqliteAttempts::new(options.get_filename().to_owned());
         let attempts = GroupCommit::spawn(writer, 1, 1);
         Ok(Self { pool, attempts })
     }

@@ -18,23 +18,15 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::batch::{AttemptWrite, BatchWriter, match_kits};
+use super::sqlite::{BUSY_TIMEOUT, CONNECTION_PRAGMAS};
 use super::{AttemptOutcome, MatchedKit, StoreError, epoch_millis, new_attempt_id};
 use crate::notify;
 
-/// What the writer's connection is set to; the pool's connections get the same settings
-/// through sqlx (`SqliteStore::connect`).
-const WRITER_PRAGMAS: &str = "
-    PRAGMA journal_mode = WAL;
-    PRAGMA synchronous = NORMAL;
-    PRAGMA foreign_keys = ON;
-    PRAGMA temp_store = MEMORY;
-    PRAGMA cache_size = -8192;
-    PRAGMA wal_autocheckpoint = 0;";
 
 /// The attempt insert. `ON CONFLICT DO NOTHING` makes a redelivery (or a second copy in the
 /// same batch) change no row, which is how a duplicate is told from a new attempt.
@@ -52,7 +44,6 @@ const ATTEMPT_SEEN: &str = "SELECT 1 FROM enrollment_attempt WHERE envelope_hash
 #[derive(Clone)]
 pub(super) struct SqliteAttempts {
     path: PathBuf,
-    busy_timeout: Duration,
     /// Each opened on first use and replaced after any error, in case the error broke it.
     /// Only the write thread takes the writer, only the lookup thread the reader, so the
     /// locks are never contended: they make the connections shareable, they queue no one.
@@ -61,20 +52,27 @@ pub(super) struct SqliteAttempts {
 }
 
 impl SqliteAttempts {
-    pub(super) fn new(path: PathBuf, busy_timeout: Duration) -> Self {
-        Self { path, busy_timeout, writer: Arc::default(), reader: Arc::default() }
+    pub(super) fn new(path: PathBuf) -> Self {
+        Self { path, writer: Arc::default(), reader: Arc::default() }
     }
 
+    /// The writer never checkpoints the WAL itself: the checkpointer does, in the
+    /// background (`store::checkpoint`).
     fn open_writer(&self) -> Result<Connection, StoreError> {
         let conn = self.open(OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-        conn.execute_batch(WRITER_PRAGMAS).map_err(sqlite_err("connect"))?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(sqlite_err("connect"))?;
         Ok(conn)
     }
 
+    /// A connection with the store's settings (`sqlite::CONNECTION_PRAGMAS`).
     fn open(&self, mode: OpenFlags) -> Result<Connection, StoreError> {
         let conn = Connection::open_with_flags(&self.path, mode | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .map_err(sqlite_err("connect"))?;
-        conn.busy_timeout(self.busy_timeout).map_err(sqlite_err("connect"))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_err("connect"))?;
+        for (name, value) in CONNECTION_PRAGMAS {
+            // `pragma_update` reads and drops the row some pragmas answer with.
+            conn.pragma_update(None, name, value).map_err(sqlite_err("connect"))?;
+        }
         Ok(conn)
     }
 }
