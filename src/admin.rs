@@ -8,9 +8,7 @@ use crate::http::{Response, text};
 /// `GET /metrics`: the Prometheus text exposition.
 pub fn metrics() -> Response {
     let mut response = text(StatusCode::OK, crate::telemetry::metrics().render());
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     response
 }
 

@@ -47,15 +47,9 @@ pub struct Listeners {
 impl Listeners {
     pub async fn bind(config: &ListenConfig) -> std::io::Result<Self> {
         let bind = |addr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+            TcpListener::bind(addr).await.map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
         };
-        Ok(Self {
-            public: bind(config.public).await?,
-            internal: bind(config.internal).await?,
-            admin: bind(config.admin).await?,
-        })
+        Ok(Self { public: bind(config.public).await?, internal: bind(config.internal).await?, admin: bind(config.admin).await? })
     }
 }
 

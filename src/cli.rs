@@ -237,11 +237,7 @@ async fn import(config: Config, tenant: Option<String>, file: PathBuf) -> anyhow
     let keys = PanKeys::load(&config.keys_dir, &config.pan.fingerprint_version, &config.pan.encryption_version)?;
     let input = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
     let size = input.metadata().map(|m| m.len()).unwrap_or(0);
-    let bar = if std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::new(size)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = if std::io::stderr().is_terminal() { indicatif::ProgressBar::new(size) } else { indicatif::ProgressBar::hidden() };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {per_sec} eta {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -265,20 +261,7 @@ async fn import(config: Config, tenant: Option<String>, file: PathBuf) -> anyhow
 }
 
 async fn visa_send(config: Config, command: VisaCommand) -> anyhow::Result<ExitCode> {
-    let VisaCommand::Send {
-        url,
-        pan,
-        token_requestor_id,
-        mode,
-        enc,
-        iat,
-        first_name,
-        last_name,
-        email,
-        phone,
-        ca,
-        client_cert,
-    } = command;
+    let VisaCommand::Send { url, pan, token_requestor_id, mode, enc, iat, first_name, last_name, email, phone, ca, client_cert } = command;
     let mut builder = match mode {
         KeyMode::Rsa => NotificationBuilder::rsa_from_dir(&config.keys_dir)?,
         KeyMode::Shared => NotificationBuilder::shared_from_dir(&config.keys_dir, false)?,

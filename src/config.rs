@@ -69,11 +69,7 @@ pub struct EnrollmentConfig {
 
 impl Default for EnrollmentConfig {
     fn default() -> Self {
-        Self {
-            reconcile_after: Duration::from_secs(30),
-            reconcile_interval: Duration::from_secs(5),
-            reconcile_concurrency: 4,
-        }
+        Self { reconcile_after: Duration::from_secs(30), reconcile_interval: Duration::from_secs(5), reconcile_concurrency: 4 }
     }
 }
 
@@ -292,11 +288,7 @@ impl Default for Config {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self {
-            url: SecretString::from("sqlite://data/ctp-issuer.db"),
-            max_connections: 8,
-            acquire_timeout: Duration::from_secs(5),
-        }
+        Self { url: SecretString::from("sqlite://data/ctp-issuer.db"), max_connections: 8, acquire_timeout: Duration::from_secs(5) }
     }
 }
 
@@ -493,18 +485,13 @@ impl Config {
     }
 
     fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
     }
 
     /// Applies the `CTP_*` variables. `lookup` is the environment (a parameter so that tests
     /// need not mutate the process's own).
-    pub fn apply_env(
-        &mut self,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), ConfigError> {
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError>
         where
             T::Err: std::fmt::Display,
@@ -512,8 +499,7 @@ impl Config {
             value.parse().map_err(|e: T::Err| ConfigError::Env { name, message: e.to_string() })
         }
         fn duration(name: &'static str, value: &str) -> Result<Duration, ConfigError> {
-            humantime_serde::re::humantime::parse_duration(value)
-                .map_err(|e| ConfigError::Env { name, message: e.to_string() })
+            humantime_serde::re::humantime::parse_duration(value).map_err(|e| ConfigError::Env { name, message: e.to_string() })
         }
 
         if let Some(v) = lookup("CTP_DATABASE_URL") {
@@ -541,13 +527,7 @@ impl Config {
             let cert = tls_cert.map(PathBuf::from).or(current.as_ref().map(|t| t.cert.clone()));
             let key = tls_key.map(PathBuf::from).or(current.as_ref().map(|t| t.key.clone()));
             match (cert, key) {
-                (Some(cert), Some(key)) => {
-                    self.tls = Some(TlsConfig {
-                        cert,
-                        key,
-                        client_ca: current.and_then(|t| t.client_ca),
-                    })
-                }
+                (Some(cert), Some(key)) => self.tls = Some(TlsConfig { cert, key, client_ca: current.and_then(|t| t.client_ca) }),
                 _ => {
                     return Err(ConfigError::Env {
                         name: "CTP_TLS_CERT",
@@ -560,10 +540,7 @@ impl Config {
             match self.tls.as_mut() {
                 Some(tls) => tls.client_ca = Some(PathBuf::from(v)),
                 None => {
-                    return Err(ConfigError::Env {
-                        name: "CTP_TLS_CLIENT_CA",
-                        message: "needs CTP_TLS_CERT and CTP_TLS_KEY".into(),
-                    });
+                    return Err(ConfigError::Env { name: "CTP_TLS_CLIENT_CA", message: "needs CTP_TLS_CERT and CTP_TLS_KEY".into() });
                 }
             }
         }
@@ -571,18 +548,14 @@ impl Config {
             self.visa.replay_window = duration("CTP_VISA_REPLAY_WINDOW", &v)?;
         }
         if let Some(v) = lookup("CTP_VISA_JWS_ALGORITHMS") {
-            self.visa.jws_algorithms =
-                v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+            self.visa.jws_algorithms = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
         }
         if let Some(v) = lookup("CTP_LOG_FORMAT") {
             self.log.format = match v.as_str() {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
                 _ => {
-                    return Err(ConfigError::Env {
-                        name: "CTP_LOG_FORMAT",
-                        message: format!("expected `text` or `json`, got `{v}`"),
-                    });
+                    return Err(ConfigError::Env { name: "CTP_LOG_FORMAT", message: format!("expected `text` or `json`, got `{v}`") });
                 }
             };
         }
@@ -701,15 +674,15 @@ impl Config {
         }
         for alg in &self.visa.jws_algorithms {
             if !SUPPORTED_JWS_ALGORITHMS.contains(&alg.as_str()) {
-                return invalid(format!(
-                    "visa.jws_algorithms: `{alg}` is not one of {SUPPORTED_JWS_ALGORITHMS:?}"
-                ));
+                return invalid(format!("visa.jws_algorithms: `{alg}` is not one of {SUPPORTED_JWS_ALGORITHMS:?}"));
             }
         }
         if self.visa.max_body_bytes < 8 * 1024 {
             return invalid("visa.max_body_bytes must be at least 8192 (encryptedData alone may be 7000)".into());
         }
-        for (name, v) in [("pan.fingerprint_version", &self.pan.fingerprint_version), ("pan.encryption_version", &self.pan.encryption_version)] {
+        for (name, v) in
+            [("pan.fingerprint_version", &self.pan.fingerprint_version), ("pan.encryption_version", &self.pan.encryption_version)]
+        {
             if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric()) {
                 return invalid(format!("{name} must be a short alphanumeric version such as v1"));
             }
@@ -726,8 +699,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
     }
 
@@ -841,10 +813,7 @@ mod tests {
 
     #[test]
     fn outbox_file_layer() {
-        let c: Config = toml::from_str(
-            "[outbox]\npublisher = \"rabbitmq\"\nexchange = \"issuer\"\nbackoff_max = \"10m\"\n",
-        )
-        .unwrap();
+        let c: Config = toml::from_str("[outbox]\npublisher = \"rabbitmq\"\nexchange = \"issuer\"\nbackoff_max = \"10m\"\n").unwrap();
         assert_eq!(c.outbox.publisher, PublisherKind::Rabbitmq);
         assert_eq!(c.outbox.exchange.as_deref(), Some("issuer"));
         assert_eq!(c.outbox.backoff_max, Duration::from_secs(600));

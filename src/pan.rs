@@ -136,28 +136,18 @@ pub enum PanKeyError {
 pub struct UnsealError;
 
 impl PanKeys {
-    pub fn load(
-        keys_dir: &Path,
-        fingerprint_version: &str,
-        encryption_version: &str,
-    ) -> Result<Self, PanKeyError> {
+    pub fn load(keys_dir: &Path, fingerprint_version: &str, encryption_version: &str) -> Result<Self, PanKeyError> {
         let dir = keys_dir.join("pan");
         let mut fingerprint = BTreeMap::new();
         let mut sealing = BTreeMap::new();
-        let entries = std::fs::read_dir(&dir)
-            .map_err(|source| PanKeyError::Read { path: dir.display().to_string(), source })?;
+        let entries = std::fs::read_dir(&dir).map_err(|source| PanKeyError::Read { path: dir.display().to_string(), source })?;
         for entry in entries {
-            let path = entry
-                .map_err(|source| PanKeyError::Read { path: dir.display().to_string(), source })?
-                .path();
+            let path = entry.map_err(|source| PanKeyError::Read { path: dir.display().to_string(), source })?.path();
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
             let Some(stem) = name.strip_suffix(".key") else { continue };
             if let Some(version) = stem.strip_prefix("fingerprint-") {
                 let bytes = read_key_file(&path)?;
-                fingerprint.insert(
-                    version.to_owned(),
-                    hmac::Key::new(hmac::HMAC_SHA256, bytes.expose_secret()),
-                );
+                fingerprint.insert(version.to_owned(), hmac::Key::new(hmac::HMAC_SHA256, bytes.expose_secret()));
             } else if let Some(version) = stem.strip_prefix("encryption-") {
                 let bytes = read_key_file(&path)?;
                 let key = UnboundKey::new(&AES_256_GCM, bytes.expose_secret())
@@ -165,11 +155,8 @@ impl PanKeys {
                 sealing.insert(version.to_owned(), LessSafeKey::new(key));
             }
         }
-        let missing = |kind, version: &str| PanKeyError::MissingCurrent {
-            kind,
-            version: version.to_owned(),
-            dir: dir.display().to_string(),
-        };
+        let missing =
+            |kind, version: &str| PanKeyError::MissingCurrent { kind, version: version.to_owned(), dir: dir.display().to_string() };
         if !fingerprint.contains_key(fingerprint_version) {
             return Err(missing("fingerprint", fingerprint_version));
         }
@@ -194,12 +181,7 @@ impl PanKeys {
     /// first. A lookup matches any of them, so keys can be rotated without a re-import.
     pub fn lookup_fingerprints(&self, pan: &Pan) -> Vec<String> {
         let mut all = vec![self.fingerprint(pan)];
-        all.extend(
-            self.fingerprint
-                .iter()
-                .filter(|(v, _)| **v != self.fingerprint_current)
-                .map(|(v, k)| fingerprint_with(v, k, pan)),
-        );
+        all.extend(self.fingerprint.iter().filter(|(v, _)| **v != self.fingerprint_current).map(|(v, k)| fingerprint_with(v, k, pan)));
         all
     }
 
@@ -211,12 +193,8 @@ impl PanKeys {
         let mut nonce = [0u8; NONCE_LEN];
         aws_lc_rs::rand::fill(&mut nonce).expect("system random source");
         let mut buf = pan.digits().to_vec();
-        key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(context.as_bytes()),
-            &mut buf,
-        )
-        .expect("AES-GCM sealing of a short buffer cannot fail");
+        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context.as_bytes()), &mut buf)
+            .expect("AES-GCM sealing of a short buffer cannot fail");
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
         format!("{}:{}", self.sealing_current, B64.encode(out))
@@ -233,9 +211,7 @@ impl PanKeys {
         let (nonce, ciphertext) = raw.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| UnsealError)?;
         let mut buf = Zeroizing::new(ciphertext.to_vec());
-        let plain = key
-            .open_in_place(nonce, Aad::from(context.as_bytes()), &mut buf)
-            .map_err(|_| UnsealError)?;
+        let plain = key.open_in_place(nonce, Aad::from(context.as_bytes()), &mut buf).map_err(|_| UnsealError)?;
         let text = std::str::from_utf8(plain).map_err(|_| UnsealError)?;
         Pan::parse(text).map_err(|_| UnsealError)
     }
@@ -247,12 +223,9 @@ fn fingerprint_with(version: &str, key: &hmac::Key, pan: &Pan) -> String {
 }
 
 fn read_key_file(path: &Path) -> Result<SecretBox<[u8]>, PanKeyError> {
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path)
-            .map_err(|source| PanKeyError::Read { path: path.display().to_string(), source })?,
-    );
-    let bytes = hex::decode(text.trim())
-        .map_err(|_| PanKeyError::Format { path: path.display().to_string() })?;
+    let text =
+        Zeroizing::new(std::fs::read_to_string(path).map_err(|source| PanKeyError::Read { path: path.display().to_string(), source })?);
+    let bytes = hex::decode(text.trim()).map_err(|_| PanKeyError::Format { path: path.display().to_string() })?;
     if bytes.len() != 32 {
         return Err(PanKeyError::Format { path: path.display().to_string() });
     }

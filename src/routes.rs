@@ -34,9 +34,8 @@ static PUBLIC: LazyLock<Router<PublicRoute>> = LazyLock::new(|| {
     ])
 });
 
-static ADMIN: LazyLock<Router<AdminRoute>> = LazyLock::new(|| {
-    Router::new([("/metrics", AdminRoute::Metrics), ("/healthz", AdminRoute::Healthz), ("/readyz", AdminRoute::Readyz)])
-});
+static ADMIN: LazyLock<Router<AdminRoute>> =
+    LazyLock::new(|| Router::new([("/metrics", AdminRoute::Metrics), ("/healthz", AdminRoute::Healthz), ("/readyz", AdminRoute::Readyz)]));
 
 /// The listener Visa (and, later, the SaaS layer) calls.
 pub async fn public(app: App, request: Request) -> Response {
@@ -100,8 +99,7 @@ fn not_allowed(allow: &'static str) -> Response {
 /// Counts a finished request by route name (never the raw path) and status.
 fn observed(listener: &'static str, route: &'static str, started: Instant, response: Response) -> Response {
     let status = response.status().as_u16().to_string();
-    metrics::counter!("ctp_http_requests_total", "listener" => listener, "route" => route, "status" => status)
-        .increment(1);
+    metrics::counter!("ctp_http_requests_total", "listener" => listener, "route" => route, "status" => status).increment(1);
     metrics::histogram!("ctp_http_request_duration_seconds", "listener" => listener, "route" => route)
         .record(started.elapsed().as_secs_f64());
     response

@@ -15,8 +15,7 @@ use crate::config::{LogConfig, LogFormat};
 /// Histogram buckets, in seconds, for request and processing times. Explicit so that
 /// dashboards can compute quantiles: RSA-mode notifications sit around 1–5 ms, database
 /// trouble shows from 100 ms up.
-pub const LATENCY_BUCKETS: &[f64] =
-    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Installs the global log subscriber. Safe to call more than once (later calls do nothing).
 pub fn init_logging(config: &LogConfig) {

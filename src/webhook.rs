@@ -130,11 +130,8 @@ pub enum SecretFileError {
 /// name is the file stem (`webhook-dev-1`). Other files are ignored.
 pub fn load_secrets_dir(dir: &Path) -> Result<Vec<(String, WebhookSecret)>, SecretFileError> {
     let read_err = |source| SecretFileError::Read { path: dir.display().to_string(), source };
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .map_err(read_err)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .map_err(read_err)?;
+    let mut paths: Vec<_> =
+        std::fs::read_dir(dir).map_err(read_err)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>().map_err(read_err)?;
     paths.sort();
     let mut out = Vec::new();
     for path in paths {
@@ -144,11 +141,9 @@ pub fn load_secrets_dir(dir: &Path) -> Result<Vec<(String, WebhookSecret)>, Secr
             continue;
         }
         let text = Zeroizing::new(
-            std::fs::read_to_string(&path)
-                .map_err(|source| SecretFileError::Read { path: path.display().to_string(), source })?,
+            std::fs::read_to_string(&path).map_err(|source| SecretFileError::Read { path: path.display().to_string(), source })?,
         );
-        let secret = WebhookSecret::parse(&text)
-            .map_err(|source| SecretFileError::Format { path: path.display().to_string(), source })?;
+        let secret = WebhookSecret::parse(&text).map_err(|source| SecretFileError::Format { path: path.display().to_string(), source })?;
         out.push((stem.to_owned(), secret));
     }
     if out.is_empty() {
@@ -263,10 +258,7 @@ pub struct WebhookVerifier {
 
 impl fmt::Debug for WebhookVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WebhookVerifier")
-            .field("secrets", &self.secrets.len())
-            .field("tolerance", &self.tolerance)
-            .finish()
+        f.debug_struct("WebhookVerifier").field("secrets", &self.secrets.len()).field("tolerance", &self.tolerance).finish()
     }
 }
 

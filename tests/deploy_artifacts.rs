@@ -387,10 +387,7 @@ fn deployment_and_configmap_make_a_configuration_the_service_accepts() {
     let keys_dir = mount("keys");
     assert_eq!(config.keys_dir, keys_dir, "CTP_KEYS_DIR must be the keys mount");
     let volumes_at = position(&lines, "volumes:");
-    let key_paths: Vec<&str> = named_item(&lines, volumes_at, "keys")
-        .iter()
-        .filter_map(|l| l.trim().strip_prefix("path: "))
-        .collect();
+    let key_paths: Vec<&str> = named_item(&lines, volumes_at, "keys").iter().filter_map(|l| l.trim().strip_prefix("path: ")).collect();
     assert!(key_paths.iter().any(|p| p.starts_with("visa/") && p.ends_with(".pem")), "a Visa verification key");
     assert!(key_paths.iter().any(|p| p.starts_with("issuer/") && p.ends_with(".pem")), "an issuer decryption key");
     assert!(key_paths.iter().any(|p| p.starts_with("saas/webhook-") && p.ends_with(".secret")), "a SaaS webhook secret");

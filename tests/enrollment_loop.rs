@@ -69,7 +69,11 @@ impl<'a> Api<'a> {
         assert!(status.is_success(), "{body}");
         for (kit, pan) in kits {
             let (status, body) = self
-                .call(Method::PUT, &format!("/registry/v1/entities/{id}/kits/{kit}"), json!({"pan": pan, "expiry": "2030-01", "nameOnCard": "ALEX MILLER"}))
+                .call(
+                    Method::PUT,
+                    &format!("/registry/v1/entities/{id}/kits/{kit}"),
+                    json!({"pan": pan, "expiry": "2030-01", "nameOnCard": "ALEX MILLER"}),
+                )
                 .await;
             assert!(status.is_success(), "{body}");
             assert!(!body.to_string().contains(pan), "a card number came back");
@@ -145,7 +149,10 @@ db_test!(full_walk_register_add_remove_profile, |db: TestDb| async move {
     assert_eq!(ev[0]["transactionType"], "CTP_REGISTER_ENTITY_AND_KIT");
     assert_eq!((d["entityId"].as_str(), d["kitNo"].as_str()), (Some("ENT-1"), Some("KIT-1")));
     assert_eq!(d["requestTraceId"], trace_id.as_str());
-    assert_eq!((d["requestStatus"].as_str(), d["ctpEntityStatus"].as_str(), d["ctpKitStatus"].as_str()), (Some("SUCCESS"), Some("ACTIVE"), Some("ACTIVE")));
+    assert_eq!(
+        (d["requestStatus"].as_str(), d["ctpEntityStatus"].as_str(), d["ctpKitStatus"].as_str()),
+        (Some("SUCCESS"), Some("ACTIVE"), Some("ACTIVE"))
+    );
     assert_eq!(d["ctpEntityId"], e["clickToPayCustomerId"]);
     assert!(d["ctpKitId"].is_string());
     assert_eq!(d["tenant"], TENANT);
@@ -184,9 +191,11 @@ async fn every_error_code_of_the_gate_and_the_rules() {
     let (status, body) = api.call_with(Method::GET, "/registry/v1/entities/E", "OTHERBANK", &[], Value::Null).await;
     assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "Y103".into()));
     let auth = format!("Bearer {}", api.token);
-    let (status, bytes) = send_with(&internal, None, Method::GET, "/registry/v1/entities/E", &[("authorization", &auth)], "").await.unwrap();
+    let (status, bytes) =
+        send_with(&internal, None, Method::GET, "/registry/v1/entities/E", &[("authorization", &auth)], "").await.unwrap();
     assert_eq!((status, code(&serde_json::from_slice(&bytes).unwrap())), (StatusCode::BAD_REQUEST, "Y101".into()));
-    let (status, body) = api.call_with(Method::GET, "/registry/v1/entities/E", TENANT, &[("x-correlation-id", "has spaces")], Value::Null).await;
+    let (status, body) =
+        api.call_with(Method::GET, "/registry/v1/entities/E", TENANT, &[("x-correlation-id", "has spaces")], Value::Null).await;
     assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "Y100".into()));
     let (status, body) = api.call(Method::GET, "/click-to-pay/v1/nothing", Value::Null).await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "Y404".into()));
@@ -366,7 +375,15 @@ db_test!(crash_between_in_progress_and_the_saas_call_is_healed, |db: TestDb| asy
     server
         .app
         .store()
-        .start_operation(&NewOperation { tenant: TENANT, entity_id: "E1", kit_no: Some("K1"), event: CtpEvent::RegisterEntityAndKit, request_id: &request_id, correlation_id: None, next_poll_at: 0 })
+        .start_operation(&NewOperation {
+            tenant: TENANT,
+            entity_id: "E1",
+            kit_no: Some("K1"),
+            event: CtpEvent::RegisterEntityAndKit,
+            request_id: &request_id,
+            correlation_id: None,
+            next_poll_at: 0,
+        })
         .await
         .unwrap();
     assert_eq!(api.entity("E1").await["ctpStatus"], "REGISTRATION_IN_PROGRESS");

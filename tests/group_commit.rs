@@ -62,10 +62,7 @@ impl Setup {
             .unwrap()
             .iter()
             .map(|b| {
-                RawNotification::parse(token_requestor_id, None, b.as_bytes())
-                    .unwrap()
-                    .open(&self.ring, policy, SystemTime::now())
-                    .unwrap()
+                RawNotification::parse(token_requestor_id, None, b.as_bytes()).unwrap().open(&self.ring, policy, SystemTime::now()).unwrap()
             })
             .collect()
     }

@@ -130,7 +130,10 @@ async fn no_card_number_in_any_log_line_or_database_byte() {
     // The card as a JSON number, and inside a field of the wrong type.
     let odd = serde_json::json!({"clientInformation": {"firstName": REGISTERED[0]}, "enrollment": {"tsp": "V", "paymentInstrument": {"accountNumber": [REGISTERED[1]]}}});
     assert_eq!(post(rsa.body(&odd, SystemTime::now()).unwrap()).await, StatusCode::BAD_REQUEST);
-    assert_eq!(post(rsa.body(&payload(REGISTERED[2]), SystemTime::now() - Duration::from_secs(86_400)).unwrap()).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        post(rsa.body(&payload(REGISTERED[2]), SystemTime::now() - Duration::from_secs(86_400)).unwrap()).await,
+        StatusCode::UNAUTHORIZED
+    );
 
     // The enrollment loop: the card goes to the SaaS simulator (in-process, so its logs are
     // ours too) and comes back as statuses.
@@ -151,9 +154,11 @@ async fn no_card_number_in_any_log_line_or_database_byte() {
     assert!(status.is_success());
     let (status, body) = api(http::Method::PUT, "/registry/v1/entities/E1/kits/K9", serde_json::json!({"pan": REGISTERED[2]})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "the card is K3's: {body}");
-    let (status, body) = api(http::Method::PUT, "/registry/v1/entities/E1/kits/K1", serde_json::json!({"pan": REGISTERED[0], "expiry": "2030-01"})).await;
+    let (status, body) =
+        api(http::Method::PUT, "/registry/v1/entities/E1/kits/K1", serde_json::json!({"pan": REGISTERED[0], "expiry": "2030-01"})).await;
     assert!(status.is_success(), "{body}");
-    let (status, body) = api(http::Method::POST, "/click-to-pay/v1/registerEntityAndKit", serde_json::json!({"entityId": "E1", "kitNo": "K1"})).await;
+    let (status, body) =
+        api(http::Method::POST, "/click-to-pay/v1/registerEntityAndKit", serde_json::json!({"entityId": "E1", "kitNo": "K1"})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     for _ in 0..100 {
         let (_, body) = api(http::Method::GET, "/registry/v1/entities/E1", serde_json::Value::Null).await;

@@ -20,12 +20,14 @@ use std::time::{Duration, SystemTime};
 use common::{TestDb, TestServer, amqp_url};
 use ctp_issuer::config::{OutboxConfig, PublisherKind};
 use ctp_issuer::notify::publisher::{Publish, PublishError, Publisher};
-use ctp_issuer::notify::{self, RequestFailureData, RequestSuccessData};
 use ctp_issuer::notify::relay::{Relay, RelayError, Round};
+use ctp_issuer::notify::{self, RequestFailureData, RequestSuccessData};
 use ctp_issuer::sim::visa::{NotificationBuilder, enrollment_payload};
 use ctp_issuer::store::outbox::OutboxEvent;
 use http::StatusCode;
-use lapin::options::{BasicGetOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicGetOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use outbox_support::{Raw, fast};
@@ -291,7 +293,13 @@ db_test!(an_unroutable_message_is_not_marked_published, |db: TestDb| async move 
     // Once something is bound, the same event goes through.
     let queue = broker.queue("bound").await;
     channel
-        .queue_bind(queue.as_str().into(), exchange.as_str().into(), "ctp.events".into(), QueueBindOptions::default(), FieldTable::default())
+        .queue_bind(
+            queue.as_str().into(),
+            exchange.as_str().into(),
+            "ctp.events".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -374,7 +382,10 @@ async fn two_relays_on_one_postgres_publish_every_event() {
     let messages = broker.take(&queue, N, Duration::from_secs(30)).await;
     let duplicates = check_messages(&messages, &written, "CTP_REGISTER_ENTITY_AND_KIT");
     let (a, b) = (count_a.load(Ordering::SeqCst), count_b.load(Ordering::SeqCst));
-    println!("two relays on one PostgreSQL: {N} events, {} messages, {duplicates} duplicates (relay A published {a}, relay B {b})", messages.len());
+    println!(
+        "two relays on one PostgreSQL: {N} events, {} messages, {duplicates} duplicates (relay A published {a}, relay B {b})",
+        messages.len()
+    );
     assert_eq!(a + b, messages.len(), "every confirmed message is in the queue, and nothing else");
     // SKIP LOCKED and the lease keep the relays apart: no duplicates while nothing fails.
     assert_eq!(duplicates, 0);

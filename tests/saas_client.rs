@@ -8,8 +8,7 @@ use ctp_issuer::config::{HttpConfig, SaasConfig};
 use ctp_issuer::enrollment::CtpEvent;
 use ctp_issuer::pan::Pan;
 use ctp_issuer::saas::wire::{
-    BillingAddress, Callback, ConsumerInformation, Intent, Outcome, OutcomeResult, PaymentInstrument, RequestState,
-    SaasRequest,
+    BillingAddress, Callback, ConsumerInformation, Intent, Outcome, OutcomeResult, PaymentInstrument, RequestState, SaasRequest,
 };
 use ctp_issuer::saas::{SaasClient, SaasError};
 use ctp_issuer::sim::saas::{FailMode, SimConfig, Simulator, SimulatorHandle};
@@ -318,7 +317,10 @@ async fn validation_errors_are_answered_at_once_and_not_retried() {
     let mut no_name = consumer("e1");
     no_name.first_name = None;
     let err = c.submit(T, None, CtpEvent::RegisterEntityAndKit, &request(no_name, vec![card("k1", VISA, &exp)])).await.unwrap_err();
-    assert!(matches!(&err, SaasError::Rejected { status: 400, error_code, message } if error_code == "VIDC-1001" && message.contains("firstName")), "{err}");
+    assert!(
+        matches!(&err, SaasError::Rejected { status: 400, error_code, message } if error_code == "VIDC-1001" && message.contains("firstName")),
+        "{err}"
+    );
     assert_eq!(sim.stats().submits_received, 1, "a 400 is not retried");
 
     let mut many = consumer("e1");
@@ -455,7 +457,10 @@ async fn callbacks_arrive_signed_with_rotated_keys() {
     let (id, callback) = next_verified(&mut rx).await;
     assert!(id.starts_with("msg_"));
     assert_eq!(callback.request_trace_id, accepted.request_trace_id);
-    assert_eq!((callback.request_id.as_str(), callback.event, callback.tenant.as_str()), (r.request_id.as_str(), CtpEvent::RegisterEntityAndKit, T));
+    assert_eq!(
+        (callback.request_id.as_str(), callback.event, callback.tenant.as_str()),
+        (r.request_id.as_str(), CtpEvent::RegisterEntityAndKit, T)
+    );
     assert_eq!(callback.outcome, outcome(&c, &accepted.request_trace_id).await, "callback and /status agree");
     assert!(callback.outcome.click_to_pay_customer_id.is_some());
     sim.stop().await;
@@ -526,7 +531,8 @@ async fn callbacks_are_retried_while_our_endpoint_is_down_and_can_be_delayed() {
     })
     .await;
     let c = client(&sim, |_| {});
-    let accepted = c.submit(T, None, CtpEvent::RegisterEntityAndKit, &request(consumer("e1"), vec![card("k1", VISA, &year_ahead())])).await.unwrap();
+    let accepted =
+        c.submit(T, None, CtpEvent::RegisterEntityAndKit, &request(consumer("e1"), vec![card("k1", VISA, &year_ahead())])).await.unwrap();
     outcome(&c, &accepted.request_trace_id).await;
     tokio::time::sleep(Duration::from_millis(250)).await;
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();

@@ -119,14 +119,17 @@ K8,E3,4111111111111111,,,
     let report = import_kits(csv.as_bytes(), Some("DEMO"), &store, &keys, |_| {}).await.unwrap();
     assert_eq!((report.inserted, report.updated, report.unchanged), (2, 0, 0), "{report:?}");
     let lines: Vec<(u64, &str)> = report.rejected.iter().map(|e| (e.line, e.message.as_str())).collect();
-    assert_eq!(lines, vec![
-        (3, "pan: card number fails the Luhn check"),
-        (4, "expiry must be YYYY-MM"),
-        (5, "pan: card number must have 12 to 19 digits, it has 8"),
-        (6, "entity_id is empty"),
-        (7, "email is not an email address"),
-        (9, "card number is already registered to another kit"),
-    ]);
+    assert_eq!(
+        lines,
+        vec![
+            (3, "pan: card number fails the Luhn check"),
+            (4, "expiry must be YYYY-MM"),
+            (5, "pan: card number must have 12 to 19 digits, it has 8"),
+            (6, "entity_id is empty"),
+            (7, "email is not an email address"),
+            (9, "card number is already registered to another kit"),
+        ]
+    );
     for e in &report.rejected {
         assert!(!e.message.contains("4111") && !e.message.contains("4012"), "a row error quoted a card: {e}");
     }

@@ -115,10 +115,7 @@ db_test!(duplicate_delivery_is_recorded_once, |db: TestDb| async move {
 
 db_test!(unknown_card_is_404_and_writes_nothing, |db: TestDb| async move {
     let server = started(&db).await;
-    let body = NotificationBuilder::rsa_from_dir(server.keys.path())
-        .unwrap()
-        .body(&payload("4000000000000002"), now())
-        .unwrap();
+    let body = NotificationBuilder::rsa_from_dir(server.keys.path()).unwrap().body(&payload("4000000000000002"), now()).unwrap();
     assert_eq!(server.notify(TR, body.clone()).await, StatusCode::NOT_FOUND);
     assert_eq!(server.notify(TR, body).await, StatusCode::NOT_FOUND);
     assert!(server.app.store().recent_attempts(10).await.unwrap().is_empty());
@@ -127,7 +124,16 @@ db_test!(unknown_card_is_404_and_writes_nothing, |db: TestDb| async move {
 });
 
 /// Builds a JWS(JWE) by hand, for the envelopes our builder will not make.
-fn custom_envelope(jwe_alg_enc: (&str, &str), jwe_key: &[u8], jwe_kid: &str, jws_alg: &str, jws_key_pem: &[u8], jws_kid: &str, iat: Value, plaintext: &[u8]) -> String {
+fn custom_envelope(
+    jwe_alg_enc: (&str, &str),
+    jwe_key: &[u8],
+    jwe_kid: &str,
+    jws_alg: &str,
+    jws_key_pem: &[u8],
+    jws_kid: &str,
+    iat: Value,
+    plaintext: &[u8],
+) -> String {
     use josekit::jwe::{JweHeader, RSA_OAEP_256};
     use josekit::jws::{JwsHeader, PS256, RS256};
     let mut jwe_header = JweHeader::new();
@@ -135,8 +141,12 @@ fn custom_envelope(jwe_alg_enc: (&str, &str), jwe_key: &[u8], jwe_kid: &str, jws
     jwe_header.set_key_id(jwe_kid);
     jwe_header.set_claim("iat", Some(iat)).unwrap();
     let jwe = match jwe_alg_enc.0 {
-        "RSA-OAEP-256" => josekit::jwe::serialize_compact(plaintext, &jwe_header, &RSA_OAEP_256.encrypter_from_pem(jwe_key).unwrap()).unwrap(),
-        "A256KW" => josekit::jwe::serialize_compact(plaintext, &jwe_header, &josekit::jwe::A256KW.encrypter_from_bytes(jwe_key).unwrap()).unwrap(),
+        "RSA-OAEP-256" => {
+            josekit::jwe::serialize_compact(plaintext, &jwe_header, &RSA_OAEP_256.encrypter_from_pem(jwe_key).unwrap()).unwrap()
+        }
+        "A256KW" => {
+            josekit::jwe::serialize_compact(plaintext, &jwe_header, &josekit::jwe::A256KW.encrypter_from_bytes(jwe_key).unwrap()).unwrap()
+        }
         other => panic!("{other}"),
     };
     let mut jws_header = JwsHeader::new();
@@ -192,22 +202,163 @@ async fn every_protocol_status_with_its_reason() {
     let cases: Vec<(&str, String, String, StatusCode, &str)> = vec![
         ("body is not JSON", path.clone(), "hello".into(), StatusCode::BAD_REQUEST, "body_not_json"),
         ("no encryptedData", path.clone(), r#"{"data":"x"}"#.into(), StatusCode::BAD_REQUEST, "missing_encrypted_data"),
-        ("encryptedData over 7000", path.clone(), json!({"encryptedData": "a".repeat(7001)}).to_string(), StatusCode::BAD_REQUEST, "encrypted_data_too_long"),
+        (
+            "encryptedData over 7000",
+            path.clone(),
+            json!({"encryptedData": "a".repeat(7001)}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "encrypted_data_too_long",
+        ),
         ("body over the size limit", path.clone(), "x".repeat(20_000), StatusCode::BAD_REQUEST, "body_too_large"),
         ("not compact JOSE", path.clone(), r#"{"encryptedData":"not-jose"}"#.into(), StatusCode::BAD_REQUEST, "not_compact_jws"),
-        ("unknown eventType", format!("/vtis/v1/tokenRequestors/{TR}/cardEnrollment/notification?eventType=CTP_TOKEN_CREATED"), good(CARD_1), StatusCode::BAD_REQUEST, "unknown_event_type"),
-        ("payload lacks enrollment", path.clone(), rsa.body(&json!({"clientInformation": {}}), now()).unwrap(), StatusCode::BAD_REQUEST, "payload_missing_field"),
-        ("payload card fails Luhn", path.clone(), rsa.body(&payload("4111111111111112"), now()).unwrap(), StatusCode::BAD_REQUEST, "payload_invalid_field"),
-        ("unknown JWS kid", path.clone(), custom_envelope(("RSA-OAEP-256", "A256GCM"), &issuer_public(&keys), "issuer-dev-1", "PS256", &visa_private(&keys), "DEADBEEF", iat_now(), plaintext.as_bytes()), StatusCode::UNAUTHORIZED, "unknown_jws_kid"),
+        (
+            "unknown eventType",
+            format!("/vtis/v1/tokenRequestors/{TR}/cardEnrollment/notification?eventType=CTP_TOKEN_CREATED"),
+            good(CARD_1),
+            StatusCode::BAD_REQUEST,
+            "unknown_event_type",
+        ),
+        (
+            "payload lacks enrollment",
+            path.clone(),
+            rsa.body(&json!({"clientInformation": {}}), now()).unwrap(),
+            StatusCode::BAD_REQUEST,
+            "payload_missing_field",
+        ),
+        (
+            "payload card fails Luhn",
+            path.clone(),
+            rsa.body(&payload("4111111111111112"), now()).unwrap(),
+            StatusCode::BAD_REQUEST,
+            "payload_invalid_field",
+        ),
+        (
+            "unknown JWS kid",
+            path.clone(),
+            custom_envelope(
+                ("RSA-OAEP-256", "A256GCM"),
+                &issuer_public(&keys),
+                "issuer-dev-1",
+                "PS256",
+                &visa_private(&keys),
+                "DEADBEEF",
+                iat_now(),
+                plaintext.as_bytes(),
+            ),
+            StatusCode::UNAUTHORIZED,
+            "unknown_jws_kid",
+        ),
         ("bad signature", path.clone(), tampered, StatusCode::UNAUTHORIZED, "bad_signature"),
-        ("signed by a stranger under Visa's kid", path.clone(), custom_envelope(("RSA-OAEP-256", "A256GCM"), &issuer_public(&keys), "issuer-dev-1", "PS256", &stranger_private, "715EA257", iat_now(), plaintext.as_bytes()), StatusCode::UNAUTHORIZED, "bad_signature"),
-        ("RS256 not allowed", path.clone(), custom_envelope(("RSA-OAEP-256", "A256GCM"), &issuer_public(&keys), "issuer-dev-1", "RS256", &visa_private(&keys), "715EA257", iat_now(), plaintext.as_bytes()), StatusCode::UNAUTHORIZED, "jws_alg_not_allowed"),
-        ("JWE alg A256KW not allowed", path.clone(), custom_envelope(("A256KW", "A256GCM"), &[7u8; 32], "shared-dev-1", "PS256", &visa_private(&keys), "715EA257", iat_now(), plaintext.as_bytes()), StatusCode::UNAUTHORIZED, "jwe_alg_not_allowed"),
-        ("JWE enc A192GCM not allowed", path.clone(), custom_envelope(("RSA-OAEP-256", "A192GCM"), &issuer_public(&keys), "issuer-dev-1", "PS256", &visa_private(&keys), "715EA257", iat_now(), plaintext.as_bytes()), StatusCode::UNAUTHORIZED, "jwe_alg_not_allowed"),
-        ("unknown JWE kid", path.clone(), custom_envelope(("RSA-OAEP-256", "A256GCM"), &issuer_public(&keys), "issuer-old", "PS256", &visa_private(&keys), "715EA257", iat_now(), plaintext.as_bytes()), StatusCode::UNAUTHORIZED, "unknown_jwe_kid"),
-        ("JWE for another key", path.clone(), custom_envelope(("RSA-OAEP-256", "A256GCM"), &stranger_public, "issuer-dev-1", "PS256", &visa_private(&keys), "715EA257", iat_now(), plaintext.as_bytes()), StatusCode::UNAUTHORIZED, "decryption_failed"),
-        ("iat an hour old", path.clone(), rsa.body(&payload(CARD_1), now() - Duration::from_secs(3600)).unwrap(), StatusCode::UNAUTHORIZED, "iat_outside_window"),
-        ("iat an hour ahead", path.clone(), rsa.body(&payload(CARD_1), now() + Duration::from_secs(3600)).unwrap(), StatusCode::UNAUTHORIZED, "iat_outside_window"),
+        (
+            "signed by a stranger under Visa's kid",
+            path.clone(),
+            custom_envelope(
+                ("RSA-OAEP-256", "A256GCM"),
+                &issuer_public(&keys),
+                "issuer-dev-1",
+                "PS256",
+                &stranger_private,
+                "715EA257",
+                iat_now(),
+                plaintext.as_bytes(),
+            ),
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+        ),
+        (
+            "RS256 not allowed",
+            path.clone(),
+            custom_envelope(
+                ("RSA-OAEP-256", "A256GCM"),
+                &issuer_public(&keys),
+                "issuer-dev-1",
+                "RS256",
+                &visa_private(&keys),
+                "715EA257",
+                iat_now(),
+                plaintext.as_bytes(),
+            ),
+            StatusCode::UNAUTHORIZED,
+            "jws_alg_not_allowed",
+        ),
+        (
+            "JWE alg A256KW not allowed",
+            path.clone(),
+            custom_envelope(
+                ("A256KW", "A256GCM"),
+                &[7u8; 32],
+                "shared-dev-1",
+                "PS256",
+                &visa_private(&keys),
+                "715EA257",
+                iat_now(),
+                plaintext.as_bytes(),
+            ),
+            StatusCode::UNAUTHORIZED,
+            "jwe_alg_not_allowed",
+        ),
+        (
+            "JWE enc A192GCM not allowed",
+            path.clone(),
+            custom_envelope(
+                ("RSA-OAEP-256", "A192GCM"),
+                &issuer_public(&keys),
+                "issuer-dev-1",
+                "PS256",
+                &visa_private(&keys),
+                "715EA257",
+                iat_now(),
+                plaintext.as_bytes(),
+            ),
+            StatusCode::UNAUTHORIZED,
+            "jwe_alg_not_allowed",
+        ),
+        (
+            "unknown JWE kid",
+            path.clone(),
+            custom_envelope(
+                ("RSA-OAEP-256", "A256GCM"),
+                &issuer_public(&keys),
+                "issuer-old",
+                "PS256",
+                &visa_private(&keys),
+                "715EA257",
+                iat_now(),
+                plaintext.as_bytes(),
+            ),
+            StatusCode::UNAUTHORIZED,
+            "unknown_jwe_kid",
+        ),
+        (
+            "JWE for another key",
+            path.clone(),
+            custom_envelope(
+                ("RSA-OAEP-256", "A256GCM"),
+                &stranger_public,
+                "issuer-dev-1",
+                "PS256",
+                &visa_private(&keys),
+                "715EA257",
+                iat_now(),
+                plaintext.as_bytes(),
+            ),
+            StatusCode::UNAUTHORIZED,
+            "decryption_failed",
+        ),
+        (
+            "iat an hour old",
+            path.clone(),
+            rsa.body(&payload(CARD_1), now() - Duration::from_secs(3600)).unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "iat_outside_window",
+        ),
+        (
+            "iat an hour ahead",
+            path.clone(),
+            rsa.body(&payload(CARD_1), now() + Duration::from_secs(3600)).unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "iat_outside_window",
+        ),
         ("unknown card", path.clone(), good("4000000000000002"), StatusCode::NOT_FOUND, "unknown_card"),
     ];
     for (what, path, body, expect, reason) in cases {
@@ -321,11 +472,8 @@ async fn mutual_tls_on_the_public_listener() {
     let tls_dir = common::repo().join("fixtures/tls");
     let db = TestDb::sqlite();
     let server = TestServer::start(&db, |c| {
-        c.tls = Some(TlsConfig {
-            cert: tls_dir.join("server.pem"),
-            key: tls_dir.join("server.key"),
-            client_ca: Some(tls_dir.join("ca.pem")),
-        })
+        c.tls =
+            Some(TlsConfig { cert: tls_dir.join("server.pem"), key: tls_dir.join("server.key"), client_ca: Some(tls_dir.join("ca.pem")) })
     })
     .await;
     server.import_fixture_kits().await;
@@ -339,8 +487,12 @@ async fn mutual_tls_on_the_public_listener() {
 
     let no_cert = ClientTls::new(&tls_dir.join("ca.pem"), None).unwrap();
     assert!(send(&authority, Some(&no_cert), http::Method::POST, &path, body.clone()).await.is_err(), "no client certificate was accepted");
-    let stranger = ClientTls::new(&tls_dir.join("ca.pem"), Some((&tls_dir.join("other-client.pem"), &tls_dir.join("other-client.key")))).unwrap();
-    assert!(send(&authority, Some(&stranger), http::Method::POST, &path, body.clone()).await.is_err(), "a certificate from another CA was accepted");
+    let stranger =
+        ClientTls::new(&tls_dir.join("ca.pem"), Some((&tls_dir.join("other-client.pem"), &tls_dir.join("other-client.key")))).unwrap();
+    assert!(
+        send(&authority, Some(&stranger), http::Method::POST, &path, body.clone()).await.is_err(),
+        "a certificate from another CA was accepted"
+    );
     // Plain HTTP on the TLS port gets nowhere.
     assert!(send(&authority, None, http::Method::POST, &path, body).await.map(|(s, _)| s != StatusCode::OK).unwrap_or(true));
     server.stop().await;

@@ -79,7 +79,8 @@ pub fn dev_secret_path(keys_dir: &Path) -> std::path::PathBuf {
 
 impl ApiAuth {
     pub fn load(config: &AuthConfig, keys_dir: &Path) -> Result<Self, AuthLoadError> {
-        let key_err = |path: &Path, e: &dyn std::fmt::Display| AuthLoadError::Key { path: path.display().to_string(), message: e.to_string() };
+        let key_err =
+            |path: &Path, e: &dyn std::fmt::Display| AuthLoadError::Key { path: path.display().to_string(), message: e.to_string() };
         let hs256_path = config.hs256_secret_file.clone().or_else(|| Some(dev_secret_path(keys_dir)).filter(|p| p.exists()));
         let hs256: Option<Box<dyn JwsVerifier>> = match hs256_path {
             None => None,

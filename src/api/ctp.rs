@@ -48,7 +48,9 @@ fn operation_error(e: OperationError) -> ApiError {
         OperationError::Refused(r) => r.into(),
         OperationError::Incomplete(field) => ApiError::with(ErrorCode::InvalidRequest, field.to_string()),
         OperationError::NetworkRejected(code) => ApiError::with(ErrorCode::NetworkRejected, format!("network error code {code}")),
-        OperationError::NetworkUnavailable(kind) => ApiError::with(ErrorCode::NetworkUnavailable, format!("network {kind}; nothing was changed")),
+        OperationError::NetworkUnavailable(kind) => {
+            ApiError::with(ErrorCode::NetworkUnavailable, format!("network {kind}; nothing was changed"))
+        }
         other => internal(other),
     }
 }
@@ -79,15 +81,18 @@ pub async fn request_status(call: &Call) -> Result<Response, ApiError> {
     }
     let trace = call.app.store().request_trace(&call.tenant, &body.request_trace_id).await.map_err(internal)?;
     let trace = trace.ok_or(ApiError::new(ErrorCode::RequestNotFound))?;
-    Ok(ok(StatusCode::OK, RequestStatusAnswer {
-        tenant: &trace.tenant,
-        entity_id: &trace.entity_id,
-        kit_no: trace.kit_no.as_deref(),
-        request_trace_id: trace.request_trace_id.as_deref().unwrap_or(&trace.request_id),
-        event: &trace.event,
-        status: &trace.status_ctp,
-        error_details: trace.error_details.as_deref(),
-    }))
+    Ok(ok(
+        StatusCode::OK,
+        RequestStatusAnswer {
+            tenant: &trace.tenant,
+            entity_id: &trace.entity_id,
+            kit_no: trace.kit_no.as_deref(),
+            request_trace_id: trace.request_trace_id.as_deref().unwrap_or(&trace.request_id),
+            event: &trace.event,
+            status: &trace.status_ctp,
+            error_details: trace.error_details.as_deref(),
+        },
+    ))
 }
 
 #[derive(Deserialize)]

@@ -51,10 +51,24 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     pub const ALL: [ErrorCode; 18] = [
-        Self::InvalidRequest, Self::MissingTenant, Self::Unauthorized, Self::TenantNotAllowed, Self::EntityNotFound,
-        Self::KitNotFound, Self::RequestNotFound, Self::NotRegistered, Self::AlreadyRegistered, Self::KitAlreadyEnrolled,
-        Self::KitNotEnrolled, Self::RequestInProgress, Self::IdempotencyConflict, Self::NetworkUnavailable,
-        Self::NetworkRejected, Self::NoSuchRoute, Self::MethodNotAllowed, Self::Internal,
+        Self::InvalidRequest,
+        Self::MissingTenant,
+        Self::Unauthorized,
+        Self::TenantNotAllowed,
+        Self::EntityNotFound,
+        Self::KitNotFound,
+        Self::RequestNotFound,
+        Self::NotRegistered,
+        Self::AlreadyRegistered,
+        Self::KitAlreadyEnrolled,
+        Self::KitNotEnrolled,
+        Self::RequestInProgress,
+        Self::IdempotencyConflict,
+        Self::NetworkUnavailable,
+        Self::NetworkRejected,
+        Self::NoSuchRoute,
+        Self::MethodNotAllowed,
+        Self::Internal,
     ];
 
     /// `(code, status, shortMessage)`.

@@ -112,7 +112,9 @@ pub async fn put_kit(call: &Call) -> Result<Response, ApiError> {
     let body: KitPut = call.json()?;
     let pan = Pan::parse(&body.pan).map_err(|e| ApiError::with(ErrorCode::InvalidRequest, format!("pan: {e}")))?;
     if let Some(expiry) = &body.expiry {
-        let valid = expiry.len() == 7 && expiry.as_bytes()[4] == b'-' && expiry[..4].bytes().all(|b| b.is_ascii_digit())
+        let valid = expiry.len() == 7
+            && expiry.as_bytes()[4] == b'-'
+            && expiry[..4].bytes().all(|b| b.is_ascii_digit())
             && expiry[5..].parse::<u8>().is_ok_and(|m| (1..=12).contains(&m));
         if !valid {
             return Err(ApiError::with(ErrorCode::InvalidRequest, "expiry must be YYYY-MM"));
@@ -144,7 +146,8 @@ pub async fn put_kit(call: &Call) -> Result<Response, ApiError> {
         return Err(ApiError::with(ErrorCode::InvalidRequest, "pan: card number is already registered to another kit"));
     }
     store.set_name_on_card(&call.tenant, kit_no, body.name_on_card.as_deref()).await.map_err(internal)?;
-    kit_answer(call, entity_id, kit_no, if outcome == crate::store::KitUpsert::Inserted { StatusCode::CREATED } else { StatusCode::OK }).await
+    kit_answer(call, entity_id, kit_no, if outcome == crate::store::KitUpsert::Inserted { StatusCode::CREATED } else { StatusCode::OK })
+        .await
 }
 
 pub async fn get_kit(call: &Call) -> Result<Response, ApiError> {

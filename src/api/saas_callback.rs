@@ -36,10 +36,8 @@ async fn process(app: &App, request: Request) -> Result<StatusCode, (StatusCode,
         BodyError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         BodyError::Io(_) => (StatusCode::BAD_REQUEST, "unreadable"),
     })?;
-    let verified = app
-        .callback_verifier()
-        .verify(&parts.headers, body, SystemTime::now())
-        .map_err(|e| (StatusCode::UNAUTHORIZED, e.reason()))?;
+    let verified =
+        app.callback_verifier().verify(&parts.headers, body, SystemTime::now()).map_err(|e| (StatusCode::UNAUTHORIZED, e.reason()))?;
     let callback: Callback = verified.json().map_err(|_| (StatusCode::BAD_REQUEST, "malformed"))?;
     let trace = app
         .store()
@@ -51,7 +49,13 @@ async fn process(app: &App, request: Request) -> Result<StatusCode, (StatusCode,
     if trace.event != callback.event.as_str() {
         return Err((StatusCode::BAD_REQUEST, "event_mismatch"));
     }
-    let finish = finish_from_outcome(callback.event, &callback.request_id, &callback.request_trace_id, &callback.outcome, Some(verified.id().to_owned()));
+    let finish = finish_from_outcome(
+        callback.event,
+        &callback.request_id,
+        &callback.request_trace_id,
+        &callback.outcome,
+        Some(verified.id().to_owned()),
+    );
     match apply(app, &finish, "callback").await {
         Ok(FinishOutcome::Unknown) => Err((StatusCode::NOT_FOUND, "unknown_request")),
         Ok(_) => Ok(StatusCode::OK),

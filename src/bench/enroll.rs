@@ -235,7 +235,10 @@ async fn measure(
         if let (Some(a), Some(base)) = (admin, base) {
             let drained = wait_finished(a, base, warm.ok(), drain_timeout, Instant::now()).await;
             if drained.pending > 0 {
-                eprintln!("warning: {} warm-up registrations were still pending; their results may be counted as the measured ones'", drained.pending);
+                eprintln!(
+                    "warning: {} warm-up registrations were still pending; their results may be counted as the measured ones'",
+                    drained.pending
+                );
             }
         }
     }
@@ -274,7 +277,8 @@ fn puts(uris: Vec<Uri>, bodies: Vec<Bytes>, headers: &Arc<[(HeaderName, HeaderVa
 /// could not be created would make its registration fail for the wrong reason.
 async fn setup_phase(plan: &LoadPlan, what: &str, make: MakeRequest, n: usize) -> anyhow::Result<()> {
     let report = drive(plan, make, 0..n).await?;
-    let created: u64 = report.statuses.iter().filter(|(s, _)| StatusCode::from_u16(**s).is_ok_and(|s| s.is_success())).map(|(_, n)| n).sum();
+    let created: u64 =
+        report.statuses.iter().filter(|(s, _)| StatusCode::from_u16(**s).is_ok_and(|s| s.is_success())).map(|(_, n)| n).sum();
     if created != n as u64 {
         bail!(
             "{what}: {created} of {n} created (statuses {:?}, error codes [{}], transport errors {})",
@@ -394,7 +398,9 @@ impl Outcome {
             ),
         }
         if let Some(us) = self.total_cpu_per_registration_us() {
-            println!("  server CPU from the load's start to the last result (callbacks and an embedded SaaS simulator included): {us:.0} CPU-µs per registration");
+            println!(
+                "  server CPU from the load's start to the last result (callbacks and an embedded SaaS simulator included): {us:.0} CPU-µs per registration"
+            );
         }
     }
 
@@ -492,7 +498,10 @@ ctp_operations_started_total{event=\"CTP_REGISTER_ENTITY_AND_KIT\"} 50
 ";
         assert_eq!(parse_finished(text), Finished { succeeded: 41, failed: 2 });
         assert_eq!(parse_finished(""), Finished::default());
-        assert_eq!(parse_finished("ctp_operations_finished_total{event=\"CTP_REGISTER_ENTITY_AND_KIT\",status=\"SUCCESS\"} junk"), Finished::default());
+        assert_eq!(
+            parse_finished("ctp_operations_finished_total{event=\"CTP_REGISTER_ENTITY_AND_KIT\",status=\"SUCCESS\"} junk"),
+            Finished::default()
+        );
         let base = Finished { succeeded: 40, failed: 0 };
         assert_eq!(parse_finished(text).since(base), Finished { succeeded: 1, failed: 2 });
     }

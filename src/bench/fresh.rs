@@ -140,7 +140,12 @@ pub fn write_kits_csv(path: &Path, cards: usize) -> anyhow::Result<usize> {
     let mut out = BufWriter::new(std::fs::File::create(path)?);
     writeln!(out, "tenant,entity_id,kit_no,pan,first_name,last_name,email,phone")?;
     for (i, pan) in fresh_cards(cards).iter().enumerate() {
-        writeln!(out, "{TENANT},bench-entity-{i},{},{},Bench,Consumer,bench{i}@example.com,+1 415 555 0100", 100_000_000 + i, pan.digits())?;
+        writeln!(
+            out,
+            "{TENANT},bench-entity-{i},{},{},Bench,Consumer,bench{i}@example.com,+1 415 555 0100",
+            100_000_000 + i,
+            pan.digits()
+        )?;
     }
     out.flush()?;
     Ok(cards)
@@ -149,11 +154,7 @@ pub fn write_kits_csv(path: &Path, cards: usize) -> anyhow::Result<usize> {
 /// The card numbers of a kits CSV written by [`write_kits_csv`].
 pub fn read_cards(path: &Path) -> anyhow::Result<Vec<TestCard>> {
     let mut reader = csv::Reader::from_path(path).with_context(|| format!("opening {}", path.display()))?;
-    let column = reader
-        .headers()?
-        .iter()
-        .position(|h| h == "pan")
-        .with_context(|| format!("{}: no pan column", path.display()))?;
+    let column = reader.headers()?.iter().position(|h| h == "pan").with_context(|| format!("{}: no pan column", path.display()))?;
     let mut cards = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|_| anyhow::anyhow!("{}: malformed CSV", path.display()))?;
@@ -186,7 +187,8 @@ pub fn build_bodies(keys_dir: &Path, mode: Mode, cards: &[TestCard], first: usiz
                     for i in range {
                         let n = first + i;
                         let card = &cards[n % cards.len()];
-                        let payload = enrollment_payload(card.digits(), "Bench", "Consumer", &format!("n{n}@example.com"), "+1 415 555 0100");
+                        let payload =
+                            enrollment_payload(card.digits(), "Bench", "Consumer", &format!("n{n}@example.com"), "+1 415 555 0100");
                         out.push(builder.body(&payload, SystemTime::now())?);
                     }
                     Ok(out)
@@ -259,7 +261,6 @@ pub fn load_bodies(dir: &Path, mode: Mode, needed: usize) -> anyhow::Result<(Vec
     }
     Ok((bodies, oldest))
 }
-
 
 #[cfg(test)]
 mod tests {

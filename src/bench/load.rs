@@ -34,7 +34,9 @@ pub fn loopback_target(target: &str) -> anyhow::Result<SocketAddr> {
     let authority = rest.split('/').next().unwrap_or_default();
     let addr = match authority.strip_prefix("localhost:") {
         Some(port) => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port.parse().context("bad port")?),
-        None => authority.parse::<SocketAddr>().with_context(|| format!("`{target}` is not an IP:port (a loopback address is required)"))?,
+        None => {
+            authority.parse::<SocketAddr>().with_context(|| format!("`{target}` is not an IP:port (a loopback address is required)"))?
+        }
     };
     if !addr.ip().is_loopback() {
         bail!("refusing to send load to {addr}: only loopback targets (127.0.0.0/8, ::1) are allowed");
@@ -281,9 +283,9 @@ pub(super) async fn drive(plan: &LoadPlan, make: MakeRequest, range: std::ops::R
         _ => None,
     };
     report.db_cpu = match (db_before, plan.db_process.as_deref().map(processes_cpu)) {
-        (Some(before), Some(after)) => Some(
-            after.iter().map(|(pid, cpu)| cpu.saturating_sub(before.get(pid).copied().unwrap_or_default())).sum(),
-        ),
+        (Some(before), Some(after)) => {
+            Some(after.iter().map(|(pid, cpu)| cpu.saturating_sub(before.get(pid).copied().unwrap_or_default())).sum())
+        }
         _ => None,
     };
     Ok(report)
@@ -298,9 +300,7 @@ where
 {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let generator = std::thread::spawn(move || runtime.block_on(work()));
-    tokio::task::spawn_blocking(move || generator.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("load generator thread panicked"))?
+    tokio::task::spawn_blocking(move || generator.join()).await?.map_err(|_| anyhow::anyhow!("load generator thread panicked"))?
 }
 
 impl LoadReport {
@@ -375,9 +375,7 @@ impl LoadReport {
             self.latency_ms(0.99),
             self.latency_ms(1.0)
         );
-        if let (Some(cpu), Some(us), Some(cores)) =
-            (self.server_cpu, self.per_request_us(self.server_cpu), self.cores(self.server_cpu))
-        {
+        if let (Some(cpu), Some(us), Some(cores)) = (self.server_cpu, self.per_request_us(self.server_cpu), self.cores(self.server_cpu)) {
             println!("  server: {:.2} CPU-s, {us:.0} CPU-µs per request, {cores:.2} cores busy", cpu.as_secs_f64());
         }
         if let Some(kib) = self.server_peak_rss_kib {
@@ -435,10 +433,7 @@ pub fn proc_cpu(pid: u32) -> Option<Duration> {
 /// A `kB` line of `/proc/<pid>/status`, e.g. `VmHWM` (peak RSS) or `VmRSS`.
 pub fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// CPU time of every process whose command name is `name`, by pid.

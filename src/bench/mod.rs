@@ -193,7 +193,13 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<ExitC
             })
             .await??;
             let (dir, keys, n, built) = prepared;
-            println!("keys:  {} (visa kid {}, issuer kid {}, shared kid {})", dir.join("keys").display(), keys.visa_kid, keys.issuer_kid, keys.shared_kid);
+            println!(
+                "keys:  {} (visa kid {}, issuer kid {}, shared kid {})",
+                dir.join("keys").display(),
+                keys.visa_kid,
+                keys.issuer_kid,
+                keys.shared_kid
+            );
             println!("kits:  {} ({n} cards, tenant {TENANT})", dir.join("kits.csv").display());
             for (mode, took) in built {
                 println!("bodies: {} ({notifications} built in {:.1} s)", bodies_path(&dir, mode).display(), took.as_secs_f64());
@@ -283,4 +289,3 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<ExitC
         }
     }
 }
-

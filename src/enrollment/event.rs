@@ -15,14 +15,8 @@ pub enum CtpEvent {
 }
 
 impl CtpEvent {
-    pub const ALL: [CtpEvent; 6] = [
-        Self::RegisterEntityAndKit,
-        Self::AddKit,
-        Self::RemoveEntity,
-        Self::RemoveKit,
-        Self::UpdateEntity,
-        Self::UpdateKit,
-    ];
+    pub const ALL: [CtpEvent; 6] =
+        [Self::RegisterEntityAndKit, Self::AddKit, Self::RemoveEntity, Self::RemoveKit, Self::UpdateEntity, Self::UpdateKit];
 
     /// The name on the wire, in the database and on the queue.
     pub fn as_str(self) -> &'static str {

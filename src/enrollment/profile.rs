@@ -145,7 +145,11 @@ impl EntityProfile {
             }
         }
         if let Some(a) = &self.billing_address {
-            let lines = [("billingAddress.addressLine1", Some(&a.address_line1)), ("billingAddress.addressLine2", a.address_line2.as_ref()), ("billingAddress.addressLine3", a.address_line3.as_ref())];
+            let lines = [
+                ("billingAddress.addressLine1", Some(&a.address_line1)),
+                ("billingAddress.addressLine2", a.address_line2.as_ref()),
+                ("billingAddress.addressLine3", a.address_line3.as_ref()),
+            ];
             for (field, line) in lines {
                 if let Some(line) = line {
                     if line.is_empty() || line.chars().count() > 64 {
@@ -165,7 +169,14 @@ impl EntityProfile {
             if !alpha3(&a.country) {
                 return err("billingAddress.country", "must be ISO 3166-1 alpha-3");
             }
-            let all = [Some(&a.address_line1), a.address_line2.as_ref(), a.address_line3.as_ref(), Some(&a.city), a.state.as_ref(), Some(&a.postal_code)];
+            let all = [
+                Some(&a.address_line1),
+                a.address_line2.as_ref(),
+                a.address_line3.as_ref(),
+                Some(&a.city),
+                a.state.as_ref(),
+                Some(&a.postal_code),
+            ];
             if all.into_iter().flatten().any(|v| v.contains(ADDRESS_FORBIDDEN)) {
                 return err("billingAddress", "must not contain [ ] { } : & $ ^ ! = ; * # ` < > \" @");
             }
@@ -220,7 +231,11 @@ fn alpha3(s: &str) -> bool {
 
 fn valid_email(e: &str) -> bool {
     let Some((local, domain)) = e.rsplit_once('@') else { return false };
-    e.chars().count() <= 254 && !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+    e.chars().count() <= 254
+        && !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
         && !e.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
@@ -259,7 +274,11 @@ mod tests {
             locale: Some("en_US".into()),
             country_code: Some("USA".into()),
             national_identifiers: vec![NationalIdentifier { kind: "PASSPORT".into(), value: "A123456".into() }],
-            consent: Some(Consent { time_of_consent: "2020-05-05T12:12:12.000Z".into(), version: "1.0".into(), presenter: "Acme Bank".into() }),
+            consent: Some(Consent {
+                time_of_consent: "2020-05-05T12:12:12.000Z".into(),
+                version: "1.0".into(),
+                presenter: "Acme Bank".into(),
+            }),
             billing_address: Some(BillingAddress {
                 address_line1: "1000 Market Street".into(),
                 address_line2: None,

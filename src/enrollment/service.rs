@@ -87,7 +87,9 @@ pub async fn start(
     tracing::info!(tenant, entity_id, kit_no = kit_no.unwrap_or(""), event = event.as_str(), %request_id, correlation_id = correlation_id.unwrap_or(""), "operation started");
 
     match submit(app, &op).await {
-        Ok(trace_id) => Ok(OperationAccepted { tenant: tenant.into(), entity_id: entity_id.into(), request_trace_id: trace_id, event: event.as_str() }),
+        Ok(trace_id) => {
+            Ok(OperationAccepted { tenant: tenant.into(), entity_id: entity_id.into(), request_trace_id: trace_id, event: event.as_str() })
+        }
         Err(error) => {
             let details = match &error {
                 SaasError::Rejected { error_code, .. } => format!("{error_code}: refused by the Click to Pay network"),
@@ -189,7 +191,13 @@ fn billing_address(a: &super::profile::BillingAddress) -> wire::BillingAddress {
 /// Turns a SaaS outcome into what the store applies. VIDC-2000 (already enrolled) on a
 /// registration and VIDC-2004 (card exists) on an addition mean the network already has
 /// what we asked for: an earlier attempt of ours got through (protocol.md §2).
-pub fn finish_from_outcome(event: CtpEvent, request_id: &str, request_trace_id: &str, outcome: &Outcome, webhook_id: Option<String>) -> Finish {
+pub fn finish_from_outcome(
+    event: CtpEvent,
+    request_id: &str,
+    request_trace_id: &str,
+    outcome: &Outcome,
+    webhook_id: Option<String>,
+) -> Finish {
     let already_done = outcome.error.as_ref().is_some_and(|e| {
         wire::code::means_already_done(&e.error_code) && matches!(event, CtpEvent::RegisterEntityAndKit | CtpEvent::AddKit)
     });
@@ -289,7 +297,12 @@ pub async fn reconcile_one(app: &App, trace: &TraceRow) -> Result<(), String> {
             match result {
                 Ok(id) => id,
                 Err(SaasError::Rejected { error_code, .. }) => {
-                    let finish = Finish { request_id: Some(trace.request_id.clone()), succeeded: false, error_details: Some(format!("{error_code}: refused by the Click to Pay network")), ..Finish::default() };
+                    let finish = Finish {
+                        request_id: Some(trace.request_id.clone()),
+                        succeeded: false,
+                        error_details: Some(format!("{error_code}: refused by the Click to Pay network")),
+                        ..Finish::default()
+                    };
                     apply(app, &finish, "reconciler").await.map_err(|e| e.to_string())?;
                     return Ok(());
                 }
@@ -313,7 +326,13 @@ pub async fn reconcile_one(app: &App, trace: &TraceRow) -> Result<(), String> {
 /// phones of an ACTIVE entity → CTP_UPDATE_ENTITY; its address → CTP_UPDATE_KIT for each
 /// active kit. Runs in the background; a failure is logged and counted, and the request
 /// it recorded shows FAILED.
-pub fn spawn_automatic_updates(app: &App, tenant: &str, entity_id: &str, saved: &crate::store::enrollment::ProfileSaved, correlation_id: Option<String>) {
+pub fn spawn_automatic_updates(
+    app: &App,
+    tenant: &str,
+    entity_id: &str,
+    saved: &crate::store::enrollment::ProfileSaved,
+    correlation_id: Option<String>,
+) {
     if saved.ctp_status != CtpStatus::Active || !(saved.identity_changed || saved.address_changed) {
         return;
     }

@@ -21,14 +21,8 @@ pub enum CtpStatus {
 }
 
 impl CtpStatus {
-    pub const ALL: [CtpStatus; 6] = [
-        Self::Unregistered,
-        Self::RegistrationInProgress,
-        Self::Active,
-        Self::RemovalInProgress,
-        Self::Removed,
-        Self::Disabled,
-    ];
+    pub const ALL: [CtpStatus; 6] =
+        [Self::Unregistered, Self::RegistrationInProgress, Self::Active, Self::RemovalInProgress, Self::Removed, Self::Disabled];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -231,11 +225,7 @@ mod tests {
                     let got = plan_start(event, entity, kit);
                     let busy = matches!(entity, RegistrationInProgress | RemovalInProgress)
                         || matches!(kit, Some(RegistrationInProgress | RemovalInProgress));
-                    let expected = if busy {
-                        Err(Refusal::InProgress)
-                    } else {
-                        expected_start(event, entity, kit)
-                    };
+                    let expected = if busy { Err(Refusal::InProgress) } else { expected_start(event, entity, kit) };
                     assert_eq!(got, expected, "{event} entity={entity} kit={kit:?}");
                 }
             }
@@ -273,7 +263,9 @@ mod tests {
                     for ok in [true, false] {
                         let got = plan_finish(event, from, before, ok);
                         let expected = match (event, from) {
-                            (CtpEvent::RegisterEntityAndKit | CtpEvent::AddKit, RegistrationInProgress) => Some(if ok { Active } else { before }),
+                            (CtpEvent::RegisterEntityAndKit | CtpEvent::AddKit, RegistrationInProgress) => {
+                                Some(if ok { Active } else { before })
+                            }
                             (CtpEvent::RemoveEntity | CtpEvent::RemoveKit, RemovalInProgress) => Some(if ok { Removed } else { before }),
                             (CtpEvent::UpdateEntity | CtpEvent::UpdateKit, Active) => Some(Active),
                             _ => None,

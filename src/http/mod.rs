@@ -52,11 +52,7 @@ pub enum BodyError {
 /// reading anything, and by counting while reading for chunked bodies.
 pub async fn read_body(request: Request, limit: usize) -> Result<(http::request::Parts, Bytes), BodyError> {
     let (parts, body) = request.into_parts();
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge(limit));
     }

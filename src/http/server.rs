@@ -70,9 +70,7 @@ pub async fn serve<H, F>(
             let result = match tls {
                 None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await,
                 Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => {
-                        watcher.watch(builder.serve_connection(TokioIo::new(tls_stream), service).into_owned()).await
-                    }
+                    Ok(Ok(tls_stream)) => watcher.watch(builder.serve_connection(TokioIo::new(tls_stream), service).into_owned()).await,
                     Ok(Err(e)) => {
                         tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed");
                         metrics::counter!("ctp_tls_handshake_failures_total", "listener" => name).increment(1);

@@ -51,15 +51,9 @@ impl LogPublisher {
 /// The event's JSON line. The payload is embedded as JSON (re-serialized, so that a
 /// payload stored over several lines still makes one line).
 pub fn line(event: &OutboxEvent) -> Result<String, PublishError> {
-    let payload: serde_json::Value = serde_json::from_str(&event.payload)
-        .map_err(|e| PublishError::Unsendable(format!("payload is not JSON: {e}")))?;
-    let line = Line {
-        message_id: event.id,
-        event_type: &event.event_type,
-        tenant: &event.tenant,
-        created_at: event.created_at,
-        payload,
-    };
+    let payload: serde_json::Value =
+        serde_json::from_str(&event.payload).map_err(|e| PublishError::Unsendable(format!("payload is not JSON: {e}")))?;
+    let line = Line { message_id: event.id, event_type: &event.event_type, tenant: &event.tenant, created_at: event.created_at, payload };
     serde_json::to_string(&line).map_err(|e| PublishError::Unsendable(e.to_string()))
 }
 

@@ -47,12 +47,7 @@ pub struct EnrollmentAttemptData<'a> {
 }
 
 /// The outbox payload for a recorded notification.
-pub fn enrollment_attempt_payload(
-    attempt_id: &str,
-    kit: &MatchedKit,
-    notification: &VerifiedNotification,
-    received_at: i64,
-) -> String {
+pub fn enrollment_attempt_payload(attempt_id: &str, kit: &MatchedKit, notification: &VerifiedNotification, received_at: i64) -> String {
     let attempt = notification.attempt();
     let client = &attempt.client;
     message(

@@ -74,9 +74,7 @@ impl RabbitMqPublisher {
     }
 
     async fn connect(&self) -> Result<Link, PublishError> {
-        let name = |what: &str, s: &str| {
-            ShortString::try_new(s).map_err(|e| PublishError::Unavailable(format!("{what} `{s}`: {e}")))
-        };
+        let name = |what: &str, s: &str| ShortString::try_new(s).map_err(|e| PublishError::Unavailable(format!("{what} `{s}`: {e}")));
         let (exchange, routing_key) = match &self.exchange {
             Some(exchange) => (name("exchange", exchange)?, name("routing key", &self.routing_key)?),
             None => (ShortString::default(), name("queue", &self.queue)?),
@@ -89,14 +87,9 @@ impl RabbitMqPublisher {
         match &self.exchange {
             Some(_) => {
                 let passive = ExchangeDeclareOptions { passive: true, ..Default::default() };
-                channel
-                    .exchange_declare(exchange.clone(), ExchangeKind::Direct, passive, FieldTable::default())
-                    .await
-                    .map_err(|e| {
-                        PublishError::Unavailable(format!(
-                            "exchange `{exchange}` cannot be used (it must exist, with its bindings): {e}"
-                        ))
-                    })?;
+                channel.exchange_declare(exchange.clone(), ExchangeKind::Direct, passive, FieldTable::default()).await.map_err(|e| {
+                    PublishError::Unavailable(format!("exchange `{exchange}` cannot be used (it must exist, with its bindings): {e}"))
+                })?;
             }
             None => {
                 let passive = QueueDeclareOptions { passive: true, ..Default::default() };
@@ -115,11 +108,7 @@ impl RabbitMqPublisher {
     }
 
     /// Waits for one message's confirmation and says what it means.
-    async fn outcome(
-        confirm: lapin::PublisherConfirm,
-        deadline: Instant,
-        limit: Duration,
-    ) -> Result<(), PublishError> {
+    async fn outcome(confirm: lapin::PublisherConfirm, deadline: Instant, limit: Duration) -> Result<(), PublishError> {
         match timeout_at(deadline, confirm).await {
             Err(_) => Err(PublishError::Timeout(limit)),
             Ok(Err(e)) => Err(PublishError::Broker(e.to_string())),
@@ -128,16 +117,13 @@ impl RabbitMqPublisher {
                 Err(PublishError::Returned { code: returned.reply_code, text: returned.reply_text.to_string() })
             }
             Ok(Ok(Confirmation::Nack(None))) => Err(PublishError::Nacked),
-            Ok(Ok(Confirmation::NotRequested)) => {
-                Err(PublishError::Broker("the channel is not in confirm mode".into()))
-            }
+            Ok(Ok(Confirmation::NotRequested)) => Err(PublishError::Broker("the channel is not in confirm mode".into())),
         }
     }
 }
 
 async fn confirm_channel(connection: &Connection) -> Result<Channel, PublishError> {
-    let channel =
-        connection.create_channel().await.map_err(|e| PublishError::Unavailable(format!("cannot open a channel: {e}")))?;
+    let channel = connection.create_channel().await.map_err(|e| PublishError::Unavailable(format!("cannot open a channel: {e}")))?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await
@@ -147,8 +133,7 @@ async fn confirm_channel(connection: &Connection) -> Result<Channel, PublishErro
 
 /// The message properties of an event (see the module docs).
 fn properties(event: &OutboxEvent) -> Result<BasicProperties, PublishError> {
-    let kind = ShortString::try_new(event.event_type.as_str())
-        .map_err(|e| PublishError::Unsendable(format!("event type: {e}")))?;
+    let kind = ShortString::try_new(event.event_type.as_str()).map_err(|e| PublishError::Unsendable(format!("event type: {e}")))?;
     let mut headers = FieldTable::default();
     headers.insert("tenant".into(), AMQPValue::LongString(event.tenant.as_str().into()));
     Ok(BasicProperties::default()
@@ -194,13 +179,7 @@ impl Publish for RabbitMqPublisher {
             let confirm = match properties(event) {
                 Ok(props) => link
                     .channel
-                    .basic_publish(
-                        link.exchange.clone(),
-                        link.routing_key.clone(),
-                        options,
-                        event.payload.as_bytes(),
-                        props,
-                    )
+                    .basic_publish(link.exchange.clone(), link.routing_key.clone(), options, event.payload.as_bytes(), props)
                     .await
                     .map_err(|e| PublishError::Broker(e.to_string())),
                 Err(e) => Err(e),

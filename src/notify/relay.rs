@@ -95,8 +95,7 @@ impl<P: Publish> Relay<P> {
                 }
                 Err(e) => {
                     failures += 1;
-                    let pause = backoff(failures, self.config.backoff_base, self.config.backoff_max)
-                        .max(self.config.poll_interval);
+                    let pause = backoff(failures, self.config.backoff_base, self.config.backoff_max).max(self.config.poll_interval);
                     tracing::warn!(error = %e, retry_in = ?pause, "outbox relay round failed");
                     pause
                 }
@@ -136,8 +135,7 @@ impl<P: Publish> Relay<P> {
 
         let started = Instant::now();
         let mut outcomes = self.publisher.publish(&sendable).await;
-        metrics::histogram!("ctp_outbox_publish_duration_seconds", "publisher" => self.publisher.name())
-            .record(started.elapsed());
+        metrics::histogram!("ctp_outbox_publish_duration_seconds", "publisher" => self.publisher.name()).record(started.elapsed());
         outcomes.resize_with(sendable.len(), || Err(PublishError::Broker("the publisher reported no outcome".into())));
 
         let done = epoch_millis(SystemTime::now());
@@ -147,11 +145,9 @@ impl<P: Publish> Relay<P> {
             match outcome {
                 Ok(()) => {
                     published.push(event.id);
-                    metrics::counter!("ctp_outbox_published_total", "event_type" => event.event_type.clone())
-                        .increment(1);
+                    metrics::counter!("ctp_outbox_published_total", "event_type" => event.event_type.clone()).increment(1);
                     let delay = Duration::from_millis(u64::try_from(done - event.created_at).unwrap_or(0));
-                    metrics::histogram!("ctp_outbox_delivery_delay_seconds", "event_type" => event.event_type.clone())
-                        .record(delay);
+                    metrics::histogram!("ctp_outbox_delivery_delay_seconds", "event_type" => event.event_type.clone()).record(delay);
                 }
                 Err(error) => failed.push((event, error)),
             }

@@ -118,10 +118,9 @@ pub async fn import_kits<R: Read>(
                 KitUpsert::Inserted => report.inserted += 1,
                 KitUpsert::Updated => report.updated += 1,
                 KitUpsert::Unchanged => report.unchanged += 1,
-                KitUpsert::CardTaken => report.rejected.push(RowError {
-                    line,
-                    message: "card number is already registered to another kit".into(),
-                }),
+                KitUpsert::CardTaken => {
+                    report.rejected.push(RowError { line, message: "card number is already registered to another kit".into() })
+                }
             },
         }
         progress(reader.position().byte());
@@ -131,12 +130,7 @@ pub async fn import_kits<R: Read>(
 }
 
 /// Validates one row and turns it into a storable kit.
-fn kit_from_row(
-    row: &csv::StringRecord,
-    columns: &Columns,
-    default_tenant: Option<&str>,
-    keys: &PanKeys,
-) -> Result<KitRecord, String> {
+fn kit_from_row(row: &csv::StringRecord, columns: &Columns, default_tenant: Option<&str>, keys: &PanKeys) -> Result<KitRecord, String> {
     let get = |i: Option<usize>| i.and_then(|i| row.get(i)).map(str::trim).filter(|s| !s.is_empty());
     let tenant = get(columns.tenant).or(default_tenant).ok_or("tenant is empty")?;
     let entity_id = get(Some(columns.entity_id)).ok_or("entity_id is empty")?;

@@ -187,8 +187,7 @@ impl SaasClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(concat!("ctp-issuer/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &config.ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| ClientBuildError(format!("saas.ca_file {}: {e}", path.display())))?;
+            let pem = std::fs::read(path).map_err(|e| ClientBuildError(format!("saas.ca_file {}: {e}", path.display())))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| ClientBuildError(format!("saas.ca_file {}: {e}", path.display())))?;
             if certs.is_empty() {
@@ -201,11 +200,7 @@ impl SaasClient {
             http,
             base: url.as_str().trim_end_matches('/').to_owned(),
             api_key: config.api_key.clone(),
-            retry: RetryPolicy {
-                max_retries: config.max_retries,
-                base: config.backoff_base,
-                max: config.backoff_max,
-            },
+            retry: RetryPolicy { max_retries: config.max_retries, base: config.backoff_base, max: config.backoff_max },
         })
     }
 
@@ -227,9 +222,8 @@ impl SaasClient {
         let (method, path) = event.saas_endpoint();
         let url = self.url(path, None)?;
         // Serialized once: every attempt sends the very same bytes.
-        let body = Bytes::from(
-            serde_json::to_vec(request).map_err(|e| SaasError::InvalidRequest(format!("body: {}", scrub(&e.to_string()))))?,
-        );
+        let body =
+            Bytes::from(serde_json::to_vec(request).map_err(|e| SaasError::InvalidRequest(format!("body: {}", scrub(&e.to_string()))))?);
         let headers = self.headers(tenant, correlation_id)?;
         let answer = self.call(event.as_str(), method, url, headers, Some(body)).await?;
         if !answer.status.is_success() {
@@ -298,8 +292,7 @@ impl SaasClient {
     }
 
     fn url(&self, path: &str, query: Option<(&str, &str)>) -> Result<Url, SaasError> {
-        let mut url = Url::parse(&format!("{}{path}", self.base))
-            .map_err(|e| SaasError::InvalidRequest(format!("URL: {e}")))?;
+        let mut url = Url::parse(&format!("{}{path}", self.base)).map_err(|e| SaasError::InvalidRequest(format!("URL: {e}")))?;
         if let Some((name, value)) = query {
             if value.is_empty() {
                 return Err(SaasError::InvalidRequest(format!("{name} is empty")));
@@ -314,12 +307,11 @@ impl SaasClient {
         if tenant.is_empty() {
             return Err(SaasError::InvalidRequest("tenant is empty".into()));
         }
-        let tenant = HeaderValue::from_str(tenant)
-            .map_err(|_| SaasError::InvalidRequest("tenant is not a valid header value".into()))?;
+        let tenant = HeaderValue::from_str(tenant).map_err(|_| SaasError::InvalidRequest("tenant is not a valid header value".into()))?;
         headers.insert(wire::TENANT_HEADER, tenant);
         if let Some(id) = correlation_id {
-            let id = HeaderValue::from_str(id)
-                .map_err(|_| SaasError::InvalidRequest("correlation id is not a valid header value".into()))?;
+            let id =
+                HeaderValue::from_str(id).map_err(|_| SaasError::InvalidRequest("correlation id is not a valid header value".into()))?;
             headers.insert(wire::CORRELATION_HEADER, id);
         }
         if let Some(key) = &self.api_key {
@@ -443,10 +435,7 @@ fn httpdate_in(value: &str) -> Option<Duration> {
 fn parse_imf_fixdate(value: &str) -> Option<std::time::SystemTime> {
     let parts: Vec<&str> = value.split([' ', ':']).collect();
     let [_, day, month, year, h, m, s, "GMT"] = parts.as_slice() else { return None };
-    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        .iter()
-        .position(|x| x == month)?
-        + 1;
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"].iter().position(|x| x == month)? + 1;
     let text = format!("{year}-{month:02}-{day}T{h}:{m}:{s}Z");
     humantime_serde::re::humantime::parse_rfc3339(&text).ok()
 }
@@ -478,7 +467,14 @@ mod tests {
 
     #[test]
     fn base_url_rules() {
-        for ok in ["https://saas.example.com", "https://saas.example.com/ctp/v1/", "http://127.0.0.1:8090", "http://localhost:1", "http://[::1]:80", "http://127.8.9.10"] {
+        for ok in [
+            "https://saas.example.com",
+            "https://saas.example.com/ctp/v1/",
+            "http://127.0.0.1:8090",
+            "http://localhost:1",
+            "http://[::1]:80",
+            "http://127.8.9.10",
+        ] {
             assert!(check_base_url(ok).is_ok(), "{ok}");
         }
         for (bad, needle) in [

@@ -354,9 +354,7 @@ mod account_number {
         }
 
         fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
-            Pan::parse(text)
-                .map(Some)
-                .map_err(|e| E::custom(format_args!("{}: {e}", super::BAD_ACCOUNT_NUMBER)))
+            Pan::parse(text).map(Some).map_err(|e| E::custom(format_args!("{}: {e}", super::BAD_ACCOUNT_NUMBER)))
         }
 
         fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Self::Value, E> {

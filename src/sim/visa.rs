@@ -50,12 +50,7 @@ pub struct NotificationBuilder {
 
 impl NotificationBuilder {
     /// RSA PKI mode: PS256 by Visa's private key, RSA-OAEP-256 to the issuer's public key.
-    pub fn rsa(
-        visa_private_pem: &[u8],
-        visa_kid: &str,
-        issuer_public_pem: &[u8],
-        issuer_kid: &str,
-    ) -> anyhow::Result<Self> {
+    pub fn rsa(visa_private_pem: &[u8], visa_kid: &str, issuer_public_pem: &[u8], issuer_kid: &str) -> anyhow::Result<Self> {
         Ok(Self {
             signer: Box::new(ps256_signer(visa_private_pem)?),
             signer_kid: visa_kid.into(),
@@ -69,11 +64,7 @@ impl NotificationBuilder {
 
     /// Shared-secret mode: A256GCMKW with SHA-256 of the secret. The JWS is PS256 by Visa's
     /// key when one is given, else HS256 by the secret itself.
-    pub fn shared_secret(
-        secret: &str,
-        secret_kid: &str,
-        visa_signer: Option<(&[u8], &str)>,
-    ) -> anyhow::Result<Self> {
+    pub fn shared_secret(secret: &str, secret_kid: &str, visa_signer: Option<(&[u8], &str)>) -> anyhow::Result<Self> {
         let kek = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
         let (signer, signer_kid): (Box<dyn JwsSigner>, String) = match visa_signer {
             Some((pem, kid)) => (Box::new(ps256_signer(pem)?), kid.into()),
@@ -159,10 +150,7 @@ pub fn enrollment_payload(account_number: &str, first_name: &str, last_name: &st
 
 /// The path Visa posts to.
 pub fn notification_path(token_requestor_id: &str) -> String {
-    format!(
-        "/vtis/v1/tokenRequestors/{token_requestor_id}/cardEnrollment/notification?eventType={}",
-        crate::visa::ENROLLMENT_ATTEMPT
-    )
+    format!("/vtis/v1/tokenRequestors/{token_requestor_id}/cardEnrollment/notification?eventType={}", crate::visa::ENROLLMENT_ATTEMPT)
 }
 
 /// josekit reads PS256 keys only as RSA-PSS PKCS#8 or PKCS#1; ours are plain PKCS#8.

@@ -136,10 +136,7 @@ fn run_on_own_thread(name: &str, work: impl Future<Output = Vec<()>> + Send + 's
     }
 }
 
-async fn write_loop<W: BatchWriter>(
-    store: W,
-    queue: Arc<Mutex<mpsc::Receiver<(AttemptWrite, Reply<AttemptOutcome>)>>>,
-) {
+async fn write_loop<W: BatchWriter>(store: W, queue: Arc<Mutex<mpsc::Receiver<(AttemptWrite, Reply<AttemptOutcome>)>>>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     loop {
         if queue.lock().await.recv_many(&mut jobs, MAX_BATCH).await == 0 {
@@ -174,7 +171,11 @@ async fn write<W: BatchWriter>(store: &W, items: &[AttemptWrite]) -> Vec<Result<
     match store.record_batch(items).await {
         Ok(outcomes) if outcomes.len() == items.len() => return outcomes.into_iter().map(Ok).collect(),
         Ok(outcomes) => {
-            tracing::error!(batch = items.len(), outcomes = outcomes.len(), "batched notification write answered the wrong number of outcomes; writing each on its own");
+            tracing::error!(
+                batch = items.len(),
+                outcomes = outcomes.len(),
+                "batched notification write answered the wrong number of outcomes; writing each on its own"
+            );
         }
         Err(e) if items.len() > 1 => {
             tracing::warn!(error = %e, batch = items.len(), "batched notification write failed; writing each on its own");
@@ -321,7 +322,9 @@ mod tests {
         build_bodies(&keys, Mode::SharedHs256, &cards, 0, n)
             .unwrap()
             .iter()
-            .map(|b| RawNotification::parse(TOKEN_REQUESTOR_ID, None, b.as_bytes()).unwrap().open(&ring, policy, SystemTime::now()).unwrap())
+            .map(|b| {
+                RawNotification::parse(TOKEN_REQUESTOR_ID, None, b.as_bytes()).unwrap().open(&ring, policy, SystemTime::now()).unwrap()
+            })
             .collect()
     }
 
@@ -331,8 +334,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(200)).await;
             script.gate.add_permits(10_000);
         };
-        let (results, ()) =
-            tokio::join!(futures_util::future::join_all(ns.iter().map(|n| commit.record_attempt(n, &[]))), open_later);
+        let (results, ()) = tokio::join!(futures_util::future::join_all(ns.iter().map(|n| commit.record_attempt(n, &[]))), open_later);
         results
     }
 

@@ -187,15 +187,22 @@ pub struct Finish {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FinishOutcome {
-    Applied { trace: TraceRow, entity_status: CtpStatus },
+    Applied {
+        trace: TraceRow,
+        entity_status: CtpStatus,
+    },
     /// The request already finished (a late duplicate, or SUCCESS after FAILED): refused.
-    AlreadyFinished { status: String },
+    AlreadyFinished {
+        status: String,
+    },
     /// This callback id was applied before.
     DuplicateCallback,
     /// No such request.
     Unknown,
     /// The statuses are not where the request left them; nothing was changed.
-    IllegalTransition { from: CtpStatus },
+    IllegalTransition {
+        from: CtpStatus,
+    },
 }
 
 /// An idempotency record: the first answer to a key.
@@ -212,11 +219,21 @@ impl Store {
         let now = epoch_millis(SystemTime::now());
         let json = serde_json::to_string(profile).expect("profile serializes");
         let mut tx = self.begin_write().await?;
-        let existing: Option<(Option<String>,)> = fetch!(&mut tx, fetch_optional, (Option<String>,), "read profile",
+        let existing: Option<(Option<String>,)> = fetch!(
+            &mut tx,
+            fetch_optional,
+            (Option<String>,),
+            "read profile",
             "SELECT profile FROM entity WHERE tenant = ? AND entity_id = ?",
-            "SELECT profile FROM entity WHERE tenant = $1 AND entity_id = $2", tenant, entity_id)?;
-        let before: Option<EntityProfile> = existing.as_ref().map(|(p,)| p.as_deref().and_then(|p| serde_json::from_str(p).ok()).unwrap_or_default());
-        exec!(&mut tx, "save profile",
+            "SELECT profile FROM entity WHERE tenant = $1 AND entity_id = $2",
+            tenant,
+            entity_id
+        )?;
+        let before: Option<EntityProfile> =
+            existing.as_ref().map(|(p,)| p.as_deref().and_then(|p| serde_json::from_str(p).ok()).unwrap_or_default());
+        exec!(
+            &mut tx,
+            "save profile",
             "INSERT INTO entity (tenant, entity_id, first_name, last_name, email, phone, profile, created_at, updated_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (tenant, entity_id) DO UPDATE SET first_name = excluded.first_name, last_name = excluded.last_name,
@@ -225,8 +242,16 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (tenant, entity_id) DO UPDATE SET first_name = excluded.first_name, last_name = excluded.last_name,
                  email = excluded.email, phone = excluded.phone, profile = excluded.profile, updated_at = excluded.updated_at",
-            tenant, entity_id, profile.first_name.as_deref(), profile.last_name.as_deref(),
-            profile.emails.first().map(String::as_str), profile.phones.first().map(String::as_str), &json, now, now)?;
+            tenant,
+            entity_id,
+            profile.first_name.as_deref(),
+            profile.last_name.as_deref(),
+            profile.emails.first().map(String::as_str),
+            profile.phones.first().map(String::as_str),
+            &json,
+            now,
+            now
+        )?;
         let status = entity_status(&mut tx, tenant, entity_id).await?.map(|(s, _)| s).unwrap_or(CtpStatus::Unregistered);
         let active_kits = kits_in_status(&mut tx, tenant, entity_id, CtpStatus::Active).await?;
         tx.commit().await?;
@@ -242,15 +267,26 @@ impl Store {
     /// The entity with its statuses and kits, if it exists in this tenant.
     pub async fn entity_view(&self, tenant: &str, entity_id: &str) -> Result<Option<EntityView>, StoreError> {
         let mut tx = self.begin_read().await?;
-        let row: Option<(Option<String>,)> = fetch!(&mut tx, fetch_optional, (Option<String>,), "read entity",
+        let row: Option<(Option<String>,)> = fetch!(
+            &mut tx,
+            fetch_optional,
+            (Option<String>,),
+            "read entity",
             "SELECT profile FROM entity WHERE tenant = ? AND entity_id = ?",
-            "SELECT profile FROM entity WHERE tenant = $1 AND entity_id = $2", tenant, entity_id)?;
+            "SELECT profile FROM entity WHERE tenant = $1 AND entity_id = $2",
+            tenant,
+            entity_id
+        )?;
         let Some((profile,)) = row else {
             tx.commit().await?;
             return Ok(None);
         };
         let (ctp_status, customer_id) = entity_status(&mut tx, tenant, entity_id).await?.unwrap_or((CtpStatus::Unregistered, None));
-        let kits: Vec<KitView> = fetch!(&mut tx, fetch_all, KitView, "read kits",
+        let kits: Vec<KitView> = fetch!(
+            &mut tx,
+            fetch_all,
+            KitView,
+            "read kits",
             "SELECT k.kit_no, k.pan_last4, k.expiry, k.name_on_card, COALESCE(p.ctp_kit_status, 'UNREGISTERED') AS ctp_status,
                     p.click_to_pay_payment_instrument_id AS payment_instrument_id
              FROM kit k LEFT JOIN ctp_payment p ON p.tenant = k.tenant AND p.kit_no = k.kit_no
@@ -258,7 +294,10 @@ impl Store {
             "SELECT k.kit_no, k.pan_last4, k.expiry, k.name_on_card, COALESCE(p.ctp_kit_status, 'UNREGISTERED') AS ctp_status,
                     p.click_to_pay_payment_instrument_id AS payment_instrument_id
              FROM kit k LEFT JOIN ctp_payment p ON p.tenant = k.tenant AND p.kit_no = k.kit_no
-             WHERE k.tenant = $1 AND k.entity_id = $2 ORDER BY k.kit_no", tenant, entity_id)?;
+             WHERE k.tenant = $1 AND k.entity_id = $2 ORDER BY k.kit_no",
+            tenant,
+            entity_id
+        )?;
         tx.commit().await?;
         Ok(Some(EntityView {
             tenant: tenant.to_owned(),
@@ -273,9 +312,16 @@ impl Store {
     /// The sealed card and card data of a kit, for a request to the network.
     pub async fn kit_for_network(&self, tenant: &str, kit_no: &str) -> Result<Option<KitForNetwork>, StoreError> {
         let mut tx = self.begin_read().await?;
-        let kit = fetch!(&mut tx, fetch_optional, KitForNetwork, "read kit",
+        let kit = fetch!(
+            &mut tx,
+            fetch_optional,
+            KitForNetwork,
+            "read kit",
             "SELECT kit_no, entity_id, pan_sealed, expiry, name_on_card FROM kit WHERE tenant = ? AND kit_no = ?",
-            "SELECT kit_no, entity_id, pan_sealed, expiry, name_on_card FROM kit WHERE tenant = $1 AND kit_no = $2", tenant, kit_no)?;
+            "SELECT kit_no, entity_id, pan_sealed, expiry, name_on_card FROM kit WHERE tenant = $1 AND kit_no = $2",
+            tenant,
+            kit_no
+        )?;
         tx.commit().await?;
         Ok(kit)
     }
@@ -283,9 +329,15 @@ impl Store {
     /// Sets the name printed on a kit.
     pub async fn set_name_on_card(&self, tenant: &str, kit_no: &str, name: Option<&str>) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        exec!(&mut tx, "set name on card",
+        exec!(
+            &mut tx,
+            "set name on card",
             "UPDATE kit SET name_on_card = ? WHERE tenant = ? AND kit_no = ?",
-            "UPDATE kit SET name_on_card = $1 WHERE tenant = $2 AND kit_no = $3", name, tenant, kit_no)?;
+            "UPDATE kit SET name_on_card = $1 WHERE tenant = $2 AND kit_no = $3",
+            name,
+            tenant,
+            kit_no
+        )?;
         tx.commit().await
     }
 
@@ -294,9 +346,16 @@ impl Store {
     pub async fn start_operation(&self, op: &NewOperation<'_>) -> Result<Vec<String>, StartError> {
         let now = epoch_millis(SystemTime::now());
         let mut tx = self.begin_write().await?;
-        let entity: Option<(String,)> = fetch!(&mut tx, fetch_optional, (String,), "read entity",
+        let entity: Option<(String,)> = fetch!(
+            &mut tx,
+            fetch_optional,
+            (String,),
+            "read entity",
             "SELECT entity_id FROM entity WHERE tenant = ? AND entity_id = ?",
-            "SELECT entity_id FROM entity WHERE tenant = $1 AND entity_id = $2", op.tenant, op.entity_id)?;
+            "SELECT entity_id FROM entity WHERE tenant = $1 AND entity_id = $2",
+            op.tenant,
+            op.entity_id
+        )?;
         if entity.is_none() {
             return Err(StartError::EntityNotFound);
         }
@@ -305,9 +364,16 @@ impl Store {
         let kit_before = match op.kit_no {
             None => None,
             Some(kit_no) => {
-                let owner: Option<(String,)> = fetch!(&mut tx, fetch_optional, (String,), "read kit",
+                let owner: Option<(String,)> = fetch!(
+                    &mut tx,
+                    fetch_optional,
+                    (String,),
+                    "read kit",
                     "SELECT entity_id FROM kit WHERE tenant = ? AND kit_no = ?",
-                    "SELECT entity_id FROM kit WHERE tenant = $1 AND kit_no = $2", op.tenant, kit_no)?;
+                    "SELECT entity_id FROM kit WHERE tenant = $1 AND kit_no = $2",
+                    op.tenant,
+                    kit_no
+                )?;
                 if owner.is_none_or(|(e,)| e != op.entity_id) {
                     return Err(StartError::KitNotFound);
                 }
@@ -332,15 +398,27 @@ impl Store {
             }
             _ => Vec::new(),
         };
-        exec!(&mut tx, "insert request trace",
+        exec!(
+            &mut tx,
+            "insert request trace",
             "INSERT INTO ctp_request_trace (tenant, request_id, entity_id, kit_no, event, status_ctp, prev_entity_status,
                  prev_kit_status, correlation_id, next_poll_at, created_at, updated_at)
              VALUES (?, ?, ?, ?, ?, 'IN_PROGRESS', ?, ?, ?, ?, ?, ?)",
             "INSERT INTO ctp_request_trace (tenant, request_id, entity_id, kit_no, event, status_ctp, prev_entity_status,
                  prev_kit_status, correlation_id, next_poll_at, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, 'IN_PROGRESS', $6, $7, $8, $9, $10, $11)",
-            op.tenant, op.request_id, op.entity_id, op.kit_no, op.event.as_str(), entity_before.as_str(),
-            kit_before.map(CtpStatus::as_str).unwrap_or(CtpStatus::Active.as_str()), op.correlation_id, op.next_poll_at, now, now)?;
+            op.tenant,
+            op.request_id,
+            op.entity_id,
+            op.kit_no,
+            op.event.as_str(),
+            entity_before.as_str(),
+            kit_before.map(CtpStatus::as_str).unwrap_or(CtpStatus::Active.as_str()),
+            op.correlation_id,
+            op.next_poll_at,
+            now,
+            now
+        )?;
         tx.commit().await?;
         Ok(moved_kits)
     }
@@ -349,10 +427,15 @@ impl Store {
     pub async fn attach_request_trace_id(&self, request_id: &str, request_trace_id: &str) -> Result<(), StoreError> {
         let now = epoch_millis(SystemTime::now());
         let mut tx = self.begin_write().await?;
-        exec!(&mut tx, "attach trace id",
+        exec!(
+            &mut tx,
+            "attach trace id",
             "UPDATE ctp_request_trace SET request_trace_id = ?, updated_at = ? WHERE request_id = ? AND request_trace_id IS NULL",
             "UPDATE ctp_request_trace SET request_trace_id = $1, updated_at = $2 WHERE request_id = $3 AND request_trace_id IS NULL",
-            request_trace_id, now, request_id)?;
+            request_trace_id,
+            now,
+            request_id
+        )?;
         tx.commit().await
     }
 
@@ -362,21 +445,40 @@ impl Store {
         let now = epoch_millis(SystemTime::now());
         let mut tx = self.begin_write().await?;
         if let Some(id) = &finish.webhook_id {
-            let fresh = exec!(&mut tx, "record callback",
+            let fresh = exec!(
+                &mut tx,
+                "record callback",
                 "INSERT INTO saas_callback (webhook_id, received_at) VALUES (?, ?) ON CONFLICT (webhook_id) DO NOTHING",
                 "INSERT INTO saas_callback (webhook_id, received_at) VALUES ($1, $2) ON CONFLICT (webhook_id) DO NOTHING",
-                id.as_str(), now)?;
+                id.as_str(),
+                now
+            )?;
             if fresh == 0 {
                 return Ok(FinishOutcome::DuplicateCallback);
             }
         }
-        let trace: Option<(String, String, Option<String>, String, Option<String>, String, String, Option<String>, Option<String>)> = match (&finish.request_id, &finish.request_trace_id) {
-            (Some(id), _) => fetch!(&mut tx, fetch_optional, (String, String, Option<String>, String, Option<String>, String, String, Option<String>, Option<String>), "read trace",
+        let trace: Option<(String, String, Option<String>, String, Option<String>, String, String, Option<String>, Option<String>)> = match (
+            &finish.request_id,
+            &finish.request_trace_id,
+        ) {
+            (Some(id), _) => fetch!(
+                &mut tx,
+                fetch_optional,
+                (String, String, Option<String>, String, Option<String>, String, String, Option<String>, Option<String>),
+                "read trace",
                 "SELECT tenant, request_id, request_trace_id, entity_id, kit_no, event, status_ctp, prev_entity_status, prev_kit_status FROM ctp_request_trace WHERE request_id = ?",
-                "SELECT tenant, request_id, request_trace_id, entity_id, kit_no, event, status_ctp, prev_entity_status, prev_kit_status FROM ctp_request_trace WHERE request_id = $1", id.as_str())?,
-            (None, Some(id)) => fetch!(&mut tx, fetch_optional, (String, String, Option<String>, String, Option<String>, String, String, Option<String>, Option<String>), "read trace",
+                "SELECT tenant, request_id, request_trace_id, entity_id, kit_no, event, status_ctp, prev_entity_status, prev_kit_status FROM ctp_request_trace WHERE request_id = $1",
+                id.as_str()
+            )?,
+            (None, Some(id)) => fetch!(
+                &mut tx,
+                fetch_optional,
+                (String, String, Option<String>, String, Option<String>, String, String, Option<String>, Option<String>),
+                "read trace",
                 "SELECT tenant, request_id, request_trace_id, entity_id, kit_no, event, status_ctp, prev_entity_status, prev_kit_status FROM ctp_request_trace WHERE request_trace_id = ?",
-                "SELECT tenant, request_id, request_trace_id, entity_id, kit_no, event, status_ctp, prev_entity_status, prev_kit_status FROM ctp_request_trace WHERE request_trace_id = $1", id.as_str())?,
+                "SELECT tenant, request_id, request_trace_id, entity_id, kit_no, event, status_ctp, prev_entity_status, prev_kit_status FROM ctp_request_trace WHERE request_trace_id = $1",
+                id.as_str()
+            )?,
             (None, None) => None,
         };
         // Returning before the commit rolls back the callback receipt too: only an applied
@@ -445,34 +547,47 @@ impl Store {
         }
         let customer_id = new_customer_id.or(customer_id);
         let payload = if finish.succeeded {
-            request_success_payload(event.as_str(), RequestSuccessData {
-                entity_id: &entity_id,
-                kit_no: kit_no.as_deref(),
-                request_trace_id: trace_id.as_deref(),
-                request_status: "SUCCESS",
-                transaction_type: event.as_str(),
-                ctp_entity_status: entity_after.as_str(),
-                ctp_kit_status: kit_after.map(CtpStatus::as_str),
-                ctp_entity_id: customer_id.as_deref(),
-                ctp_kit_id: kit_pi.as_deref(),
-                tenant: &tenant,
-            })
+            request_success_payload(
+                event.as_str(),
+                RequestSuccessData {
+                    entity_id: &entity_id,
+                    kit_no: kit_no.as_deref(),
+                    request_trace_id: trace_id.as_deref(),
+                    request_status: "SUCCESS",
+                    transaction_type: event.as_str(),
+                    ctp_entity_status: entity_after.as_str(),
+                    ctp_kit_status: kit_after.map(CtpStatus::as_str),
+                    ctp_entity_id: customer_id.as_deref(),
+                    ctp_kit_id: kit_pi.as_deref(),
+                    tenant: &tenant,
+                },
+            )
         } else {
-            request_failure_payload(event.as_str(), RequestFailureData {
-                entity_id: &entity_id,
-                kit_no: kit_no.as_deref(),
-                request_trace_id: trace_id.as_deref(),
-                request_status: "FAILED",
-                transaction_type: event.as_str(),
-                message: "CTP FAILURE: Request Rejected",
-                error_details: error_details.as_deref().unwrap_or_default(),
-                tenant: &tenant,
-            })
+            request_failure_payload(
+                event.as_str(),
+                RequestFailureData {
+                    entity_id: &entity_id,
+                    kit_no: kit_no.as_deref(),
+                    request_trace_id: trace_id.as_deref(),
+                    request_status: "FAILED",
+                    transaction_type: event.as_str(),
+                    message: "CTP FAILURE: Request Rejected",
+                    error_details: error_details.as_deref().unwrap_or_default(),
+                    tenant: &tenant,
+                },
+            )
         };
-        exec!(&mut tx, "insert outbox event",
+        exec!(
+            &mut tx,
+            "insert outbox event",
             "INSERT INTO outbox (tenant, event_type, payload, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?)",
             "INSERT INTO outbox (tenant, event_type, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5)",
-            tenant.as_str(), event.as_str(), payload, now, now)?;
+            tenant.as_str(),
+            event.as_str(),
+            payload,
+            now,
+            now
+        )?;
         let trace = fetch!(&mut tx, fetch_optional, TraceRow, "read trace",
             "SELECT tenant, request_id, request_trace_id, entity_id, kit_no, event, status_ctp, error_details, correlation_id, created_at, updated_at FROM ctp_request_trace WHERE request_id = ?",
             "SELECT tenant, request_id, request_trace_id, entity_id, kit_no, event, status_ctp, error_details, correlation_id, created_at, updated_at FROM ctp_request_trace WHERE request_id = $1",
@@ -514,7 +629,13 @@ impl Store {
 
     /// Writes back statuses learned from the SaaS's profile (getData), e.g. DISABLED.
     /// Only settled statuses are written; requests in flight keep theirs.
-    pub async fn sync_statuses(&self, tenant: &str, entity_id: &str, entity: Option<CtpStatus>, kits: &[(String, CtpStatus)]) -> Result<(), StoreError> {
+    pub async fn sync_statuses(
+        &self,
+        tenant: &str,
+        entity_id: &str,
+        entity: Option<CtpStatus>,
+        kits: &[(String, CtpStatus)],
+    ) -> Result<(), StoreError> {
         let now = epoch_millis(SystemTime::now());
         let settled = |s: CtpStatus| !matches!(s, CtpStatus::RegistrationInProgress | CtpStatus::RemovalInProgress);
         let mut tx = self.begin_write().await?;
@@ -536,24 +657,45 @@ impl Store {
 
     pub async fn idempotent_response(&self, tenant: &str, key: &str) -> Result<Option<IdempotentResponse>, StoreError> {
         let mut tx = self.begin_read().await?;
-        let row = fetch!(&mut tx, fetch_optional, IdempotentResponse, "read idempotency key",
+        let row = fetch!(
+            &mut tx,
+            fetch_optional,
+            IdempotentResponse,
+            "read idempotency key",
             "SELECT request_hash, response_status, response_body FROM idempotency_key WHERE tenant = ? AND idempotency_key = ?",
             "SELECT request_hash, response_status, response_body FROM idempotency_key WHERE tenant = $1 AND idempotency_key = $2",
-            tenant, key)?;
+            tenant,
+            key
+        )?;
         tx.commit().await?;
         Ok(row)
     }
 
     /// Keeps the first answer to a key; a concurrent second writer keeps the first's.
-    pub async fn save_idempotent_response(&self, tenant: &str, key: &str, request_hash: &str, status: u16, body: &str) -> Result<(), StoreError> {
+    pub async fn save_idempotent_response(
+        &self,
+        tenant: &str,
+        key: &str,
+        request_hash: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<(), StoreError> {
         let now = epoch_millis(SystemTime::now());
         let mut tx = self.begin_write().await?;
-        exec!(&mut tx, "save idempotency key",
+        exec!(
+            &mut tx,
+            "save idempotency key",
             "INSERT INTO idempotency_key (tenant, idempotency_key, request_hash, response_status, response_body, created_at)
              VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, idempotency_key) DO NOTHING",
             "INSERT INTO idempotency_key (tenant, idempotency_key, request_hash, response_status, response_body, created_at)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, idempotency_key) DO NOTHING",
-            tenant, key, request_hash, i64::from(status), body, now)?;
+            tenant,
+            key,
+            request_hash,
+            i64::from(status),
+            body,
+            now
+        )?;
         tx.commit().await
     }
 }
@@ -561,43 +703,94 @@ impl Store {
 // --- Statement helpers shared by the operations above. ---
 
 async fn entity_status(tx: &mut Tx, tenant: &str, entity_id: &str) -> Result<Option<(CtpStatus, Option<String>)>, StoreError> {
-    let row: Option<(String, Option<String>)> = fetch!(tx, fetch_optional, (String, Option<String>), "read entity status",
+    let row: Option<(String, Option<String>)> = fetch!(
+        tx,
+        fetch_optional,
+        (String, Option<String>),
+        "read entity status",
         "SELECT ctp_entity_status, click_to_pay_customer_id FROM ctp_customer WHERE tenant = ? AND entity_id = ?",
-        "SELECT ctp_entity_status, click_to_pay_customer_id FROM ctp_customer WHERE tenant = $1 AND entity_id = $2", tenant, entity_id)?;
+        "SELECT ctp_entity_status, click_to_pay_customer_id FROM ctp_customer WHERE tenant = $1 AND entity_id = $2",
+        tenant,
+        entity_id
+    )?;
     Ok(row.map(|(s, id)| (CtpStatus::parse(&s).unwrap_or(CtpStatus::Unregistered), id)))
 }
 
 async fn ensure_customer(tx: &mut Tx, tenant: &str, entity_id: &str, now: i64) -> Result<i64, StoreError> {
-    exec!(tx, "create ctp_customer",
+    exec!(
+        tx,
+        "create ctp_customer",
         "INSERT INTO ctp_customer (tenant, entity_id, ctp_entity_status, created_at, updated_at) VALUES (?, ?, 'UNREGISTERED', ?, ?)
          ON CONFLICT (tenant, entity_id) DO NOTHING",
         "INSERT INTO ctp_customer (tenant, entity_id, ctp_entity_status, created_at, updated_at) VALUES ($1, $2, 'UNREGISTERED', $3, $4)
-         ON CONFLICT (tenant, entity_id) DO NOTHING", tenant, entity_id, now, now)?;
-    let (pkey,): (i64,) = fetch!(tx, fetch_optional, (i64,), "read ctp_customer",
+         ON CONFLICT (tenant, entity_id) DO NOTHING",
+        tenant,
+        entity_id,
+        now,
+        now
+    )?;
+    let (pkey,): (i64,) = fetch!(
+        tx,
+        fetch_optional,
+        (i64,),
+        "read ctp_customer",
         "SELECT pkey FROM ctp_customer WHERE tenant = ? AND entity_id = ?",
-        "SELECT pkey FROM ctp_customer WHERE tenant = $1 AND entity_id = $2", tenant, entity_id)?
+        "SELECT pkey FROM ctp_customer WHERE tenant = $1 AND entity_id = $2",
+        tenant,
+        entity_id
+    )?
     .expect("the row was just ensured in this transaction");
     Ok(pkey)
 }
 
-async fn set_entity_status(tx: &mut Tx, tenant: &str, entity_id: &str, status: CtpStatus, customer_id: Option<&str>, now: i64) -> Result<(), StoreError> {
-    exec!(tx, "set entity status",
+async fn set_entity_status(
+    tx: &mut Tx,
+    tenant: &str,
+    entity_id: &str,
+    status: CtpStatus,
+    customer_id: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
+    exec!(
+        tx,
+        "set entity status",
         "UPDATE ctp_customer SET ctp_entity_status = ?, click_to_pay_customer_id = COALESCE(?, click_to_pay_customer_id), updated_at = ?
          WHERE tenant = ? AND entity_id = ?",
         "UPDATE ctp_customer SET ctp_entity_status = $1, click_to_pay_customer_id = COALESCE($2, click_to_pay_customer_id), updated_at = $3
-         WHERE tenant = $4 AND entity_id = $5", status.as_str(), customer_id, now, tenant, entity_id)?;
+         WHERE tenant = $4 AND entity_id = $5",
+        status.as_str(),
+        customer_id,
+        now,
+        tenant,
+        entity_id
+    )?;
     Ok(())
 }
 
 async fn kit_status(tx: &mut Tx, tenant: &str, kit_no: &str) -> Result<CtpStatus, StoreError> {
-    let row: Option<(String,)> = fetch!(tx, fetch_optional, (String,), "read kit status",
+    let row: Option<(String,)> = fetch!(
+        tx,
+        fetch_optional,
+        (String,),
+        "read kit status",
         "SELECT ctp_kit_status FROM ctp_payment WHERE tenant = ? AND kit_no = ?",
-        "SELECT ctp_kit_status FROM ctp_payment WHERE tenant = $1 AND kit_no = $2", tenant, kit_no)?;
+        "SELECT ctp_kit_status FROM ctp_payment WHERE tenant = $1 AND kit_no = $2",
+        tenant,
+        kit_no
+    )?;
     Ok(row.and_then(|(s,)| CtpStatus::parse(&s)).unwrap_or(CtpStatus::Unregistered))
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn set_kit_status(tx: &mut Tx, tenant: &str, customer_pkey: i64, kit_no: &str, status: CtpStatus, instrument_id: Option<&str>, now: i64) -> Result<(), StoreError> {
+async fn set_kit_status(
+    tx: &mut Tx,
+    tenant: &str,
+    customer_pkey: i64,
+    kit_no: &str,
+    status: CtpStatus,
+    instrument_id: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
     exec!(tx, "set kit status",
         "INSERT INTO ctp_payment (tenant, ctp_customer_pkey, kit_no, ctp_kit_status, click_to_pay_payment_instrument_id, created_at, updated_at)
          VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -614,11 +807,18 @@ async fn set_kit_status(tx: &mut Tx, tenant: &str, customer_pkey: i64, kit_no: &
 }
 
 async fn kits_in_status(tx: &mut Tx, tenant: &str, entity_id: &str, status: CtpStatus) -> Result<Vec<String>, StoreError> {
-    let rows: Vec<(String,)> = fetch!(tx, fetch_all, (String,), "read kits by status",
+    let rows: Vec<(String,)> = fetch!(
+        tx,
+        fetch_all,
+        (String,),
+        "read kits by status",
         "SELECT p.kit_no FROM ctp_payment p JOIN kit k ON k.tenant = p.tenant AND k.kit_no = p.kit_no
          WHERE p.tenant = ? AND k.entity_id = ? AND p.ctp_kit_status = ? ORDER BY p.kit_no",
         "SELECT p.kit_no FROM ctp_payment p JOIN kit k ON k.tenant = p.tenant AND k.kit_no = p.kit_no
          WHERE p.tenant = $1 AND k.entity_id = $2 AND p.ctp_kit_status = $3 ORDER BY p.kit_no",
-        tenant, entity_id, status.as_str())?;
+        tenant,
+        entity_id,
+        status.as_str()
+    )?;
     Ok(rows.into_iter().map(|(k,)| k).collect())
 }

@@ -8,10 +8,10 @@
 //! Times are stored as epoch milliseconds (BIGINT) in both dialects, so that the two
 //! schemas and their queries stay alike.
 
-pub mod enrollment;
-pub mod outbox;
 mod batch;
 mod checkpoint;
+pub mod enrollment;
+pub mod outbox;
 mod postgres;
 mod sqlite;
 mod sqlite_attempts;
@@ -84,7 +84,10 @@ pub struct MatchedKit {
 /// What recording a verified notification did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptOutcome {
-    Recorded { attempt_id: String, kit: MatchedKit },
+    Recorded {
+        attempt_id: String,
+        kit: MatchedKit,
+    },
     /// The same envelope was recorded before; nothing new was written.
     Duplicate,
     /// No kit has this card number; nothing was written.
@@ -164,11 +167,7 @@ impl Store {
 
     /// In one transaction: find the kit by any of `fingerprints`, insert the attempt
     /// (unique on the envelope hash) and its outbox event.
-    pub async fn record_attempt(
-        &self,
-        notification: &VerifiedNotification,
-        fingerprints: &[String],
-    ) -> Result<AttemptOutcome, StoreError> {
+    pub async fn record_attempt(&self, notification: &VerifiedNotification, fingerprints: &[String]) -> Result<AttemptOutcome, StoreError> {
         dispatch!(self.record_attempt(notification, fingerprints))
     }
 

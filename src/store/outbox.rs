@@ -102,13 +102,7 @@ const PG_CLAIM: &str = "WITH batch AS (
      RETURNING outbox.id, outbox.tenant, outbox.event_type, outbox.payload, outbox.created_at, outbox.attempts";
 
 impl SqliteStore {
-    pub async fn claim_outbox(
-        &self,
-        owner: &str,
-        now: i64,
-        lease_until: i64,
-        limit: i64,
-    ) -> Result<Vec<OutboxEvent>, StoreError> {
+    pub async fn claim_outbox(&self, owner: &str, now: i64, lease_until: i64, limit: i64) -> Result<Vec<OutboxEvent>, StoreError> {
         let mut events: Vec<OutboxEvent> = sqlx::query_as(SQLITE_CLAIM)
             .bind(owner)
             .bind(lease_until)
@@ -172,11 +166,7 @@ impl SqliteStore {
             "SELECT id, tenant, event_type, created_at, attempts, next_attempt_at, last_error, dead_at, claimed_by
              FROM outbox WHERE published_at IS NULL AND dead_at IS NULL ORDER BY id LIMIT ?"
         };
-        sqlx::query_as(sql)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err("list outbox events"))
+        sqlx::query_as(sql).bind(limit).fetch_all(&self.pool).await.map_err(db_err("list outbox events"))
     }
 
     pub async fn redrive_outbox(&self, ids: Option<&[i64]>, now: i64) -> Result<Vec<i64>, StoreError> {
@@ -200,13 +190,7 @@ impl SqliteStore {
 }
 
 impl PgStore {
-    pub async fn claim_outbox(
-        &self,
-        owner: &str,
-        now: i64,
-        lease_until: i64,
-        limit: i64,
-    ) -> Result<Vec<OutboxEvent>, StoreError> {
+    pub async fn claim_outbox(&self, owner: &str, now: i64, lease_until: i64, limit: i64) -> Result<Vec<OutboxEvent>, StoreError> {
         let mut events: Vec<OutboxEvent> = sqlx::query_as(PG_CLAIM)
             .bind(owner)
             .bind(lease_until)
@@ -221,14 +205,12 @@ impl PgStore {
     }
 
     pub async fn mark_outbox_published(&self, ids: &[i64], now: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE outbox SET published_at = $1, claimed_by = NULL WHERE published_at IS NULL AND id = ANY($2)",
-        )
-        .bind(now)
-        .bind(ids)
-        .execute(&self.pool)
-        .await
-        .map_err(db_err("mark outbox events published"))?;
+        let done = sqlx::query("UPDATE outbox SET published_at = $1, claimed_by = NULL WHERE published_at IS NULL AND id = ANY($2)")
+            .bind(now)
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("mark outbox events published"))?;
         Ok(done.rows_affected())
     }
 
@@ -269,11 +251,7 @@ impl PgStore {
             "SELECT id, tenant, event_type, created_at, attempts, next_attempt_at, last_error, dead_at, claimed_by
              FROM outbox WHERE published_at IS NULL AND dead_at IS NULL ORDER BY id LIMIT $1"
         };
-        sqlx::query_as(sql)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err("list outbox events"))
+        sqlx::query_as(sql).bind(limit).fetch_all(&self.pool).await.map_err(db_err("list outbox events"))
     }
 
     pub async fn redrive_outbox(&self, ids: Option<&[i64]>, now: i64) -> Result<Vec<i64>, StoreError> {
@@ -318,13 +296,7 @@ fn millis(d: Duration) -> i64 {
 impl Store {
     /// Claims up to `limit` events that are due at `now`, oldest first, for `lease`: until
     /// then no other relay takes them. `owner` names the claiming relay.
-    pub async fn claim_outbox(
-        &self,
-        owner: &str,
-        now: i64,
-        lease: Duration,
-        limit: i64,
-    ) -> Result<Vec<OutboxEvent>, StoreError> {
+    pub async fn claim_outbox(&self, owner: &str, now: i64, lease: Duration, limit: i64) -> Result<Vec<OutboxEvent>, StoreError> {
         let lease_until = now.saturating_add(millis(lease));
         match self {
             Store::Sqlite(s) => s.claim_outbox(owner, now, lease_until, limit).await,

@@ -9,10 +9,7 @@ use std::time::{Duration, SystemTime};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::batch::{AttemptWrite, BatchWriter, GroupCommit, match_kits};
-use super::{
-    AttemptOutcome, AttemptRow, KitRecord, KitUpsert, MatchedKit, StoreError, db_err, epoch_millis,
-    new_attempt_id,
-};
+use super::{AttemptOutcome, AttemptRow, KitRecord, KitUpsert, MatchedKit, StoreError, db_err, epoch_millis, new_attempt_id};
 use crate::notify;
 use crate::visa::VerifiedNotification;
 
@@ -62,12 +59,11 @@ impl PgStore {
         let now = epoch_millis(SystemTime::now());
         let mut tx = self.pool.begin().await.map_err(db_err("begin"))?;
 
-        let owner: Option<(String, String)> =
-            sqlx::query_as("SELECT tenant, kit_no FROM kit WHERE pan_fingerprint = $1")
-                .bind(&kit.pan_fingerprint)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err("find card owner"))?;
+        let owner: Option<(String, String)> = sqlx::query_as("SELECT tenant, kit_no FROM kit WHERE pan_fingerprint = $1")
+            .bind(&kit.pan_fingerprint)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err("find card owner"))?;
         if owner.is_some_and(|(t, k)| t != kit.tenant || k != kit.kit_no) {
             return Ok(KitUpsert::CardTaken);
         }
@@ -130,7 +126,11 @@ impl PgStore {
             Some((entity_id, fingerprint, expiry))
                 if entity_id == kit.entity_id && fingerprint == kit.pan_fingerprint && expiry == kit.expiry =>
             {
-                if entity_changed { KitUpsert::Updated } else { KitUpsert::Unchanged }
+                if entity_changed {
+                    KitUpsert::Updated
+                } else {
+                    KitUpsert::Unchanged
+                }
             }
             Some(_) => {
                 sqlx::query(
@@ -163,11 +163,7 @@ impl PgStore {
 
     /// Records a verified notification; concurrent ones share one transaction (see
     /// `store::batch`), each with the outcome it would have had alone.
-    pub async fn record_attempt(
-        &self,
-        n: &VerifiedNotification,
-        fingerprints: &[String],
-    ) -> Result<AttemptOutcome, StoreError> {
+    pub async fn record_attempt(&self, n: &VerifiedNotification, fingerprints: &[String]) -> Result<AttemptOutcome, StoreError> {
         self.attempts.record_attempt(n, fingerprints).await
     }
 
@@ -201,12 +197,11 @@ impl BatchWriter for Attempts {
     }
 
     async fn seen_batch(&self, hashes: &[String]) -> Result<Vec<String>, StoreError> {
-        let rows: Vec<(String,)> =
-            sqlx::query_as("SELECT envelope_hash FROM enrollment_attempt WHERE envelope_hash = ANY($1)")
-                .bind(hashes)
-                .fetch_all(&self.0)
-                .await
-                .map_err(db_err("check duplicate"))?;
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT envelope_hash FROM enrollment_attempt WHERE envelope_hash = ANY($1)")
+            .bind(hashes)
+            .fetch_all(&self.0)
+            .await
+            .map_err(db_err("check duplicate"))?;
         Ok(rows.into_iter().map(|(h,)| h).collect())
     }
 }
@@ -219,23 +214,16 @@ impl BatchWriter for Attempts {
 async fn record_batch(pool: &PgPool, items: &[AttemptWrite]) -> Result<Vec<AttemptOutcome>, StoreError> {
     let mut tx = pool.begin().await.map_err(db_err("begin"))?;
 
-    let fingerprints: Vec<&str> = items
-        .iter()
-        .flat_map(|i| i.fingerprints.iter().map(String::as_str))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
-        "SELECT pan_fingerprint, tenant, entity_id, kit_no FROM kit WHERE pan_fingerprint = ANY($1)",
-    )
-    .bind(&fingerprints)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db_err("find kits"))?;
-    let kits: HashMap<String, MatchedKit> = rows
-        .into_iter()
-        .map(|(fingerprint, tenant, entity_id, kit_no)| (fingerprint, MatchedKit { tenant, entity_id, kit_no }))
-        .collect();
+    let fingerprints: Vec<&str> =
+        items.iter().flat_map(|i| i.fingerprints.iter().map(String::as_str)).collect::<HashSet<_>>().into_iter().collect();
+    let rows: Vec<(String, String, String, String)> =
+        sqlx::query_as("SELECT pan_fingerprint, tenant, entity_id, kit_no FROM kit WHERE pan_fingerprint = ANY($1)")
+            .bind(&fingerprints)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err("find kits"))?;
+    let kits: HashMap<String, MatchedKit> =
+        rows.into_iter().map(|(fingerprint, tenant, entity_id, kit_no)| (fingerprint, MatchedKit { tenant, entity_id, kit_no })).collect();
     let matched = match_kits(items, &kits);
 
     let now = epoch_millis(SystemTime::now());

@@ -48,8 +48,7 @@ impl SqliteStore {
         let options = CONNECTION_PRAGMAS.iter().fold(options, |options, (name, value)| options.pragma(*name, *value));
         if let Some(parent) = options.get_filename().parent() {
             if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| StoreError::Url(format!("cannot create {}: {e}", parent.display())))?;
+                std::fs::create_dir_all(parent).map_err(|e| StoreError::Url(format!("cannot create {}: {e}", parent.display())))?;
             }
         }
         let pool = SqlitePoolOptions::new()
@@ -88,12 +87,11 @@ impl SqliteStore {
         let now = epoch_millis(SystemTime::now());
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err("begin"))?;
 
-        let owner: Option<(String, String)> =
-            sqlx::query_as("SELECT tenant, kit_no FROM kit WHERE pan_fingerprint = ?")
-                .bind(&kit.pan_fingerprint)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err("find card owner"))?;
+        let owner: Option<(String, String)> = sqlx::query_as("SELECT tenant, kit_no FROM kit WHERE pan_fingerprint = ?")
+            .bind(&kit.pan_fingerprint)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err("find card owner"))?;
         if owner.is_some_and(|(t, k)| t != kit.tenant || k != kit.kit_no) {
             return Ok(KitUpsert::CardTaken);
         }
@@ -156,7 +154,11 @@ impl SqliteStore {
             Some((entity_id, fingerprint, expiry))
                 if entity_id == kit.entity_id && fingerprint == kit.pan_fingerprint && expiry == kit.expiry =>
             {
-                if entity_changed { KitUpsert::Updated } else { KitUpsert::Unchanged }
+                if entity_changed {
+                    KitUpsert::Updated
+                } else {
+                    KitUpsert::Unchanged
+                }
             }
             Some(_) => {
                 sqlx::query(
@@ -189,11 +191,7 @@ impl SqliteStore {
 
     /// Records a verified notification; concurrent ones share one transaction (see
     /// `store::batch`), each with the outcome it would have had alone.
-    pub async fn record_attempt(
-        &self,
-        n: &VerifiedNotification,
-        fingerprints: &[String],
-    ) -> Result<AttemptOutcome, StoreError> {
+    pub async fn record_attempt(&self, n: &VerifiedNotification, fingerprints: &[String]) -> Result<AttemptOutcome, StoreError> {
         self.attempts.record_attempt(n, fingerprints).await
     }
 

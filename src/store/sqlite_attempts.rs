@@ -27,7 +27,6 @@ use super::sqlite::{BUSY_TIMEOUT, CONNECTION_PRAGMAS};
 use super::{AttemptOutcome, MatchedKit, StoreError, epoch_millis, new_attempt_id};
 use crate::notify;
 
-
 /// The attempt insert. `ON CONFLICT DO NOTHING` makes a redelivery (or a second copy in the
 /// same batch) change no row, which is how a duplicate is told from a new attempt.
 const INSERT_ATTEMPT: &str = "
@@ -35,8 +34,7 @@ const INSERT_ATTEMPT: &str = "
         first_name, last_name, email, phone, jws_kid, jwe_kid, iat, received_at, envelope_hash)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
     ON CONFLICT (envelope_hash) DO NOTHING";
-const INSERT_OUTBOX: &str =
-    "INSERT INTO outbox (tenant, event_type, payload, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+const INSERT_OUTBOX: &str = "INSERT INTO outbox (tenant, event_type, payload, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5)";
 const FIND_KIT: &str = "SELECT tenant, entity_id, kit_no FROM kit WHERE pan_fingerprint = ?1";
 const ATTEMPT_SEEN: &str = "SELECT 1 FROM enrollment_attempt WHERE envelope_hash = ?1";
 
@@ -66,8 +64,7 @@ impl SqliteAttempts {
 
     /// A connection with the store's settings (`sqlite::CONNECTION_PRAGMAS`).
     fn open(&self, mode: OpenFlags) -> Result<Connection, StoreError> {
-        let conn = Connection::open_with_flags(&self.path, mode | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(sqlite_err("connect"))?;
+        let conn = Connection::open_with_flags(&self.path, mode | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(sqlite_err("connect"))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_err("connect"))?;
         for (name, value) in CONNECTION_PRAGMAS {
             // `pragma_update` reads and drops the row some pragmas answer with.
@@ -139,9 +136,7 @@ fn record_batch(conn: &mut Connection, items: &[AttemptWrite]) -> Result<Vec<Att
                 continue;
             }
             let kit = find
-                .query_row([fingerprint], |row| {
-                    Ok(MatchedKit { tenant: row.get(0)?, entity_id: row.get(1)?, kit_no: row.get(2)? })
-                })
+                .query_row([fingerprint], |row| Ok(MatchedKit { tenant: row.get(0)?, entity_id: row.get(1)?, kit_no: row.get(2)? }))
                 .optional()
                 .map_err(sqlite_err("find kits"))?;
             if let Some(kit) = kit {

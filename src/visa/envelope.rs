@@ -84,18 +84,12 @@ impl VerifiedNotification {
 impl RawNotification {
     /// Checks the request's shape: event type, token requestor id, JSON body with an
     /// `encryptedData` string of at most 7000 characters.
-    pub fn parse(
-        token_requestor_id: &str,
-        event_type: Option<&str>,
-        body: &[u8],
-    ) -> Result<Self, Rejected> {
+    pub fn parse(token_requestor_id: &str, event_type: Option<&str>, body: &[u8]) -> Result<Self, Rejected> {
         // A missing eventType is read as the one documented type; any other is refused.
         if event_type.is_some_and(|t| t != ENROLLMENT_ATTEMPT) {
             return Err(Rejection::UnknownEventType.into());
         }
-        if token_requestor_id.is_empty()
-            || token_requestor_id.len() > 64
-            || !token_requestor_id.bytes().all(|b| b.is_ascii_alphanumeric())
+        if token_requestor_id.is_empty() || token_requestor_id.len() > 64 || !token_requestor_id.bytes().all(|b| b.is_ascii_alphanumeric())
         {
             return Err(Rejection::BadTokenRequestorId.into());
         }
@@ -142,12 +136,7 @@ impl RawNotification {
 
     /// Verifies, decrypts, checks freshness and parses. CPU-bound: with an RSA-OAEP key
     /// unwrap (see [`RawNotification::needs_private_key`]) call it off the async threads.
-    pub fn open(
-        self,
-        keys: &VisaKeyRing,
-        replay: ReplayPolicy,
-        now: SystemTime,
-    ) -> Result<VerifiedNotification, Rejected> {
+    pub fn open(self, keys: &VisaKeyRing, replay: ReplayPolicy, now: SystemTime) -> Result<VerifiedNotification, Rejected> {
         // 1. The outer JWS.
         let jws = CompactParts::split(&self.encrypted_data, 3).ok_or(Rejection::NotCompactJws)?;
         let jws_header = decode_header(jws.parts[0]).ok_or(Rejection::NotCompactJws)?;
@@ -162,8 +151,8 @@ impl RawNotification {
             None if jws_alg == "none" => return Err(Rejection::JwsAlgorithmNotAllowed.into()),
             None => return Err(Rejection::UnknownJwsKey.into()),
         };
-        let (jwe_bytes, _) = josekit::jws::deserialize_compact(self.encrypted_data.as_bytes(), verifier)
-            .map_err(|_| Rejection::BadSignature)?;
+        let (jwe_bytes, _) =
+            josekit::jws::deserialize_compact(self.encrypted_data.as_bytes(), verifier).map_err(|_| Rejection::BadSignature)?;
         let jws_kid = jws_kid.to_owned();
 
         // 2. The inner JWE.
@@ -202,8 +191,7 @@ impl RawNotification {
             }
         }
 
-        let (plaintext, _) =
-            josekit::jwe::deserialize_compact(jwe_text, decrypter).map_err(|_| Rejection::DecryptionFailed)?;
+        let (plaintext, _) = josekit::jwe::deserialize_compact(jwe_text, decrypter).map_err(|_| Rejection::DecryptionFailed)?;
         let plaintext = zeroize::Zeroizing::new(plaintext);
         let jwe_kid = jwe_kid.to_owned();
 

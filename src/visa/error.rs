@@ -60,13 +60,16 @@ impl Rejection {
     pub fn status(self) -> StatusCode {
         use Rejection::*;
         match self {
-            BodyTooLarge | BodyNotJson | MissingEncryptedData | EncryptedDataTooLong
-            | NotCompactJws | NotCompactJwe | UnknownEventType | BadTokenRequestorId
-            | PayloadNotJson | PayloadMissingField | PayloadInvalidField => StatusCode::BAD_REQUEST,
-            JwsAlgorithmNotAllowed | UnknownJwsKey | BadSignature | JweAlgorithmNotAllowed
-            | UnknownJweKey | DecryptionFailed | IatMissing | IatOutsideWindow => {
-                StatusCode::UNAUTHORIZED
-            }
+            BodyTooLarge | BodyNotJson | MissingEncryptedData | EncryptedDataTooLong | NotCompactJws | NotCompactJwe | UnknownEventType
+            | BadTokenRequestorId | PayloadNotJson | PayloadMissingField | PayloadInvalidField => StatusCode::BAD_REQUEST,
+            JwsAlgorithmNotAllowed
+            | UnknownJwsKey
+            | BadSignature
+            | JweAlgorithmNotAllowed
+            | UnknownJweKey
+            | DecryptionFailed
+            | IatMissing
+            | IatOutsideWindow => StatusCode::UNAUTHORIZED,
             UnknownCard => StatusCode::NOT_FOUND,
         }
     }

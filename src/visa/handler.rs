@@ -35,7 +35,12 @@ pub async fn handle(app: &App, token_requestor_id: &str, request: Request) -> Re
             (StatusCode::OK, "duplicate")
         }
         Err(NotificationError::Rejected(r)) => {
-            tracing::warn!(reason = r.reason.code(), detail = r.detail.unwrap_or(""), status = r.reason.status().as_u16(), "notification rejected");
+            tracing::warn!(
+                reason = r.reason.code(),
+                detail = r.detail.unwrap_or(""),
+                status = r.reason.status().as_u16(),
+                "notification rejected"
+            );
             metrics::counter!("ctp_visa_notification_rejections_total", "reason" => r.reason.code()).increment(1);
             let outcome = match r.reason.status() {
                 StatusCode::UNAUTHORIZED => "unauthorized",
@@ -50,16 +55,16 @@ pub async fn handle(app: &App, token_requestor_id: &str, request: Request) -> Re
         }
     };
     metrics::counter!("ctp_visa_notifications_total", "outcome" => outcome).increment(1);
-    metrics::histogram!("ctp_visa_notification_duration_seconds", "outcome" => outcome)
-        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!("ctp_visa_notification_duration_seconds", "outcome" => outcome).record(started.elapsed().as_secs_f64());
     empty(status)
 }
 
 /// Reads the HTTP request and hands its parts to [`accept`].
 async fn process(app: &App, token_requestor_id: &str, request: Request) -> Result<Accepted, NotificationError> {
-    let event_type = request.uri().query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "eventType").map(|(_, v)| v.into_owned())
-    });
+    let event_type = request
+        .uri()
+        .query()
+        .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "eventType").map(|(_, v)| v.into_owned()));
     let (_, body) = read_body(request, app.config().visa.max_body_bytes).await.map_err(|e| match e {
         BodyError::TooLarge(_) => Rejection::BodyTooLarge,
         BodyError::Io(_) => Rejection::BodyNotJson,
@@ -69,12 +74,7 @@ async fn process(app: &App, token_requestor_id: &str, request: Request) -> Resul
 
 /// The whole notification path without HTTP: parse, deduplicate, verify and decrypt,
 /// fingerprint, record. (The benchmarks call this directly.)
-pub async fn accept(
-    app: &App,
-    token_requestor_id: &str,
-    event_type: Option<&str>,
-    body: &[u8],
-) -> Result<Accepted, NotificationError> {
+pub async fn accept(app: &App, token_requestor_id: &str, event_type: Option<&str>, body: &[u8]) -> Result<Accepted, NotificationError> {
     let raw = RawNotification::parse(token_requestor_id, event_type, body)?;
     let store = app.store();
     let keys = app.visa_keys();

@@ -47,7 +47,9 @@ pub enum KeyLoadError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Key { path: PathBuf, message: String },
-    #[error("no Visa notification keys in {0}: need at least one visa/<kid>.pem or shared/<kid>.secret, and one issuer/<kid>.pem or shared/<kid>.secret")]
+    #[error(
+        "no Visa notification keys in {0}: need at least one visa/<kid>.pem or shared/<kid>.secret, and one issuer/<kid>.pem or shared/<kid>.secret"
+    )]
     Empty(PathBuf),
 }
 
@@ -75,22 +77,18 @@ impl VisaKeyRing {
 
         for (kid, path) in key_files(&keys_dir.join("issuer"), "pem")? {
             let pem = read(&path)?;
-            let decrypter = RsaOaepDecrypter::from_pem(pem.as_bytes())
-                .map_err(|message| KeyLoadError::Key { path: path.clone(), message })?;
+            let decrypter =
+                RsaOaepDecrypter::from_pem(pem.as_bytes()).map_err(|message| KeyLoadError::Key { path: path.clone(), message })?;
             ring.decrypters.insert((kid, "RSA-OAEP-256"), Box::new(decrypter));
         }
 
         for (kid, path) in key_files(&keys_dir.join("shared"), "secret")? {
             let secret = read_secret(&path)?;
             let kek = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.expose_secret().as_bytes());
-            let decrypter = josekit::jwe::A256GCMKW
-                .decrypter_from_bytes(kek.as_ref())
-                .map_err(key_err(&path))?;
+            let decrypter = josekit::jwe::A256GCMKW.decrypter_from_bytes(kek.as_ref()).map_err(key_err(&path))?;
             ring.decrypters.insert((kid.clone(), "A256GCMKW"), Box::new(decrypter));
             if allowed("HS256") {
-                let verifier = josekit::jws::HS256
-                    .verifier_from_bytes(secret.expose_secret().as_bytes())
-                    .map_err(key_err(&path))?;
+                let verifier = josekit::jws::HS256.verifier_from_bytes(secret.expose_secret().as_bytes()).map_err(key_err(&path))?;
                 ring.verifiers.insert((kid, "HS256"), Box::new(verifier));
             }
         }
@@ -118,9 +116,7 @@ impl VisaKeyRing {
 
 /// Interns an algorithm name so that map keys can be `&'static str`.
 fn static_alg(alg: &str) -> Option<&'static str> {
-    ["PS256", "PS384", "PS512", "RS256", "HS256", "RSA-OAEP-256", "A256GCMKW"]
-        .into_iter()
-        .find(|a| *a == alg)
+    ["PS256", "PS384", "PS512", "RS256", "HS256", "RSA-OAEP-256", "A256GCMKW"].into_iter().find(|a| *a == alg)
 }
 
 fn key_err(path: &Path) -> impl Fn(josekit::JoseError) -> KeyLoadError + '_ {

@@ -42,19 +42,14 @@ impl EnrollmentAttempt {
         };
 
         let enrollment = object(root, "enrollment", "enrollment")?;
-        let tsp = text(enrollment, "tsp", "enrollment.tsp", 1, 8)?
-            .ok_or(Rejection::PayloadMissingField.at("enrollment.tsp"))?;
+        let tsp = text(enrollment, "tsp", "enrollment.tsp", 1, 8)?.ok_or(Rejection::PayloadMissingField.at("enrollment.tsp"))?;
         let instrument = object(enrollment, "paymentInstrument", "enrollment.paymentInstrument")?;
         let pan = account_number(instrument)?;
         Ok(Self { client, tsp, pan })
     }
 }
 
-fn object<'a>(
-    parent: &'a Map<String, Value>,
-    key: &str,
-    path: &'static str,
-) -> Result<&'a Map<String, Value>, Rejected> {
+fn object<'a>(parent: &'a Map<String, Value>, key: &str, path: &'static str) -> Result<&'a Map<String, Value>, Rejected> {
     match parent.get(key) {
         None | Some(Value::Null) => Err(Rejection::PayloadMissingField.at(path)),
         Some(Value::Object(map)) => Ok(map),
@@ -63,13 +58,7 @@ fn object<'a>(
 }
 
 /// An optional string of `min..=max` characters (not bytes: names and emails are UTF-8).
-fn text(
-    parent: &Map<String, Value>,
-    key: &str,
-    path: &'static str,
-    min: usize,
-    max: usize,
-) -> Result<Option<String>, Rejected> {
+fn text(parent: &Map<String, Value>, key: &str, path: &'static str, min: usize, max: usize) -> Result<Option<String>, Rejected> {
     match parent.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => {

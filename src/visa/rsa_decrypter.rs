@@ -166,7 +166,8 @@ mod tests {
         let small = openssl::pkey::PKey::from_rsa(small).unwrap().private_key_to_pem_pkcs8().unwrap();
         assert!(RsaOaepDecrypter::from_pem(&small).is_err(), "a 1024-bit key is refused");
 
-        let ec = openssl::ec::EcKey::generate(&openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap()).unwrap();
+        let ec =
+            openssl::ec::EcKey::generate(&openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap()).unwrap();
         let ec = openssl::pkey::PKey::from_ec_key(ec).unwrap().private_key_to_pem_pkcs8().unwrap();
         assert!(RsaOaepDecrypter::from_pem(&ec).is_err());
         assert!(RsaOaepDecrypter::from_pem(b"nothing").is_err());

@@ -46,8 +46,7 @@ impl RsaJwsVerifier {
     pub fn from_pem(alg: &str, pem: &[u8]) -> Result<Self, String> {
         let (alg, params) = parameters(alg).ok_or_else(|| format!("{alg} is not an RSA JWS algorithm"))?;
         let spki = spki_from_pem(pem)?;
-        let key = ParsedPublicKey::new(params, spki.as_ref())
-            .map_err(|e| format!("not an RSA public key of 2048 to 8192 bits: {e}"))?;
+        let key = ParsedPublicKey::new(params, spki.as_ref()).map_err(|e| format!("not an RSA public key of 2048 to 8192 bits: {e}"))?;
         Ok(Self { alg, key: Arc::new(key) })
     }
 }
@@ -77,9 +76,7 @@ impl JwsVerifier for RsaJwsVerifier {
     }
 
     fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), JoseError> {
-        self.key
-            .verify_sig(message, signature)
-            .map_err(|_| JoseError::InvalidSignature(anyhow::anyhow!("signature does not verify")))
+        self.key.verify_sig(message, signature).map_err(|_| JoseError::InvalidSignature(anyhow::anyhow!("signature does not verify")))
     }
 
     fn box_clone(&self) -> Box<dyn JwsVerifier> {

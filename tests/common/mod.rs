@@ -182,11 +182,8 @@ impl TestServer {
         config.listen.admin = "127.0.0.1:0".parse().unwrap();
         adjust(&mut config);
         let listeners = Listeners::bind(&config.listen).await.unwrap();
-        let (public, internal, admin) = (
-            listeners.public.local_addr().unwrap(),
-            listeners.internal.local_addr().unwrap(),
-            listeners.admin.local_addr().unwrap(),
-        );
+        let (public, internal, admin) =
+            (listeners.public.local_addr().unwrap(), listeners.internal.local_addr().unwrap(), listeners.admin.local_addr().unwrap());
         let app = App::build(config).await.unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.clone().serve(listeners, shutdown.clone()));
@@ -215,8 +212,7 @@ impl TestServer {
     }
 
     pub async fn get_admin(&self, path: &str) -> (StatusCode, String) {
-        let (status, body) =
-            client::send(&self.admin.to_string(), None, http::Method::GET, path, bytes::Bytes::new()).await.unwrap();
+        let (status, body) = client::send(&self.admin.to_string(), None, http::Method::GET, path, bytes::Bytes::new()).await.unwrap();
         (status, String::from_utf8_lossy(&body).into_owned())
     }
 

@@ -30,8 +30,7 @@ pub struct Row {
     pub claimed_by: Option<String>,
 }
 
-const ROWS: &str =
-    "SELECT id, payload, attempts, next_attempt_at, last_error, published_at, dead_at, claimed_by FROM outbox ORDER BY id";
+const ROWS: &str = "SELECT id, payload, attempts, next_attempt_at, last_error, published_at, dead_at, claimed_by FROM outbox ORDER BY id";
 
 impl Raw {
     /// Opens `db`, whose schema must be migrated already (open a `Store` first).
@@ -50,12 +49,12 @@ impl Raw {
             "INSERT INTO outbox (tenant, event_type, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
         );
         let row: (i64,) = match self {
-            Raw::Sqlite(p) => sqlx::query_as(sql_sqlite)
-                .bind(tenant).bind(event_type).bind(payload).bind(now).bind(now)
-                .fetch_one(p).await.unwrap(),
-            Raw::Pg(p) => sqlx::query_as(sql_pg)
-                .bind(tenant).bind(event_type).bind(payload).bind(now).bind(now)
-                .fetch_one(p).await.unwrap(),
+            Raw::Sqlite(p) => {
+                sqlx::query_as(sql_sqlite).bind(tenant).bind(event_type).bind(payload).bind(now).bind(now).fetch_one(p).await.unwrap()
+            }
+            Raw::Pg(p) => {
+                sqlx::query_as(sql_pg).bind(tenant).bind(event_type).bind(payload).bind(now).bind(now).fetch_one(p).await.unwrap()
+            }
         };
         row.0
     }

@@ -242,17 +242,10 @@ impl Simulator {
             shutdown: shutdown.clone(),
         });
         let tracker = TaskTracker::new();
-        let server = tokio::spawn(crate::http::server::serve(
-            "sim_saas",
-            listener,
-            None,
-            shared.config.http.clone(),
-            shutdown.clone(),
-            {
-                let shared = shared.clone();
-                move |request| server::handle(shared.clone(), request)
-            },
-        ));
+        let server = tokio::spawn(crate::http::server::serve("sim_saas", listener, None, shared.config.http.clone(), shutdown.clone(), {
+            let shared = shared.clone();
+            move |request| server::handle(shared.clone(), request)
+        }));
         let worker = tokio::spawn(complete_loop(shared.clone(), due_rx, callback_tx));
         let dispatcher = tokio::spawn(callbacks::dispatch_loop(shared.clone(), callback_rx, client, tracker.clone()));
         tracing::info!(%addr, "Click to Pay SaaS simulator listening");

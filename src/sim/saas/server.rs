@@ -60,12 +60,8 @@ fn not_allowed(allow: &'static str) -> Response {
 /// With an API key configured, `Authorization: Bearer <key>`, compared in constant time.
 fn authorized(shared: &Shared, request: &Request) -> bool {
     let Some(key) = &shared.config.api_key else { return true };
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let given =
+        request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
     aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), key.expose_secret().as_bytes()).is_ok()
 }
 

@@ -15,8 +15,8 @@ use http::StatusCode;
 use super::validate::{Refusal, parse_expiry};
 use crate::enrollment::CtpEvent;
 use crate::saas::wire::{
-    BillingAddress, Callback, ConsumerInformation, ErrorBody, InstrumentOutcome, Outcome, OutcomeResult, Profile,
-    ProfileInstrument, RequestState, RequestStatus, SaasRequest, code,
+    BillingAddress, Callback, ConsumerInformation, ErrorBody, InstrumentOutcome, Outcome, OutcomeResult, Profile, ProfileInstrument,
+    RequestState, RequestStatus, SaasRequest, code,
 };
 
 pub const ACTIVE: &str = "ACTIVE";
@@ -132,8 +132,7 @@ impl State {
                 message: "another request for this consumer is in progress".into(),
             });
         }
-        let registration_running =
-            t.requests.values().filter(running).any(|r| r.event == CtpEvent::RegisterEntityAndKit);
+        let registration_running = t.requests.values().filter(running).any(|r| r.event == CtpEvent::RegisterEntityAndKit);
         let forced_failure = (!consumer_level(event) && registration_running).then_some(code::CONCURRENT_REQUEST);
         let key = &self.fingerprint_key;
         let cards = request
@@ -318,8 +317,7 @@ fn enrolment_refusal(consumers: &HashMap<String, Consumer>, owner: &str, card: &
     }
     let taken = consumers.iter().filter(|(_, c)| c.status == ACTIVE).any(|(id, c)| {
         c.cards.iter().filter(|(_, k)| k.status == ACTIVE).any(|(kid, k)| {
-            (id == owner && *kid == card.external_instrument_id)
-                || (card.fingerprint.is_some() && k.fingerprint == card.fingerprint)
+            (id == owner && *kid == card.external_instrument_id) || (card.fingerprint.is_some() && k.fingerprint == card.fingerprint)
         })
     });
     taken.then_some(code::CARD_ALREADY_EXISTS)

@@ -250,7 +250,11 @@ pub fn parse_expiry(text: &str) -> Option<(u16, u8)> {
 
 fn is_email(s: &str) -> bool {
     let Some((local, domain)) = s.rsplit_once('@') else { return false };
-    s.len() <= 254 && !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+    s.len() <= 254
+        && !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
         && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
@@ -316,17 +320,48 @@ mod tests {
         assert_eq!(code_of(|r| r.consumer_information.first_name = None), "VIDC-1001");
         assert_eq!(code_of(|r| r.payment_instruments.clear()), "VIDC-1001");
         assert_eq!(code_of(|r| r.payment_instruments[0].account_number = None), "VIDC-1001");
-        assert_eq!(code_of(|r| { r.consumer_information.emails.clear(); r.consumer_information.phones.clear() }), "VIDC-1001");
+        assert_eq!(
+            code_of(|r| {
+                r.consumer_information.emails.clear();
+                r.consumer_information.phones.clear()
+            }),
+            "VIDC-1001"
+        );
         assert_eq!(code_of(|r| r.consumer_information.last_name = Some("x".repeat(36))), "VIDC-1002");
         assert_eq!(code_of(|r| r.consumer_information.emails = vec!["a@b.co".into(); 6]), "VIDC-1002");
         assert_eq!(code_of(|r| r.consumer_information.phones = vec!["5550100".into(); 6]), "VIDC-1002");
         let addr = |r: &mut SaasRequest| r.payment_instruments[0].billing_address.as_mut().unwrap().clone();
-        assert_eq!(code_of(|r| { let mut a = addr(r); a.city = Some("c".repeat(33)); r.payment_instruments[0].billing_address = Some(a) }), "VIDC-1002");
-        assert_eq!(code_of(|r| { let mut a = addr(r); a.postal_code = Some("1234567890".into()); r.payment_instruments[0].billing_address = Some(a) }), "VIDC-1002");
-        assert_eq!(code_of(|r| { let mut a = addr(r); a.country = Some("US".into()); r.payment_instruments[0].billing_address = Some(a) }), "VIDC-1003");
+        assert_eq!(
+            code_of(|r| {
+                let mut a = addr(r);
+                a.city = Some("c".repeat(33));
+                r.payment_instruments[0].billing_address = Some(a)
+            }),
+            "VIDC-1002"
+        );
+        assert_eq!(
+            code_of(|r| {
+                let mut a = addr(r);
+                a.postal_code = Some("1234567890".into());
+                r.payment_instruments[0].billing_address = Some(a)
+            }),
+            "VIDC-1002"
+        );
+        assert_eq!(
+            code_of(|r| {
+                let mut a = addr(r);
+                a.country = Some("US".into());
+                r.payment_instruments[0].billing_address = Some(a)
+            }),
+            "VIDC-1003"
+        );
         for bad in ['[', ']', '{', '}', ':', '&', '$', '^', '!', '=', ';', '*', '#', '`', '<', '>', '"', '@'] {
             assert_eq!(
-                code_of(|r| { let mut a = addr(r); a.address_line1 = Some(format!("1 Main{bad}St")); r.payment_instruments[0].billing_address = Some(a) }),
+                code_of(|r| {
+                    let mut a = addr(r);
+                    a.address_line1 = Some(format!("1 Main{bad}St"));
+                    r.payment_instruments[0].billing_address = Some(a)
+                }),
                 "VIDC-1003",
                 "{bad}"
             );
