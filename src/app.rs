@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::auth::ApiAuth;
 use crate::config::{Config, ListenConfig};
+use crate::http::server::ListenerSpec;
 use crate::pan::PanKeys;
 use crate::saas::client::SaasClient;
 use crate::sim::saas::{SimConfig, Simulator};
@@ -141,6 +142,8 @@ impl App {
     pub async fn serve(self, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
         let tls = self.config().tls.as_ref().map(http::tls::acceptor).transpose()?;
         let http_config = self.config().http.clone();
+        let fd_limit = http::fd_limit::ensure(3, http_config.max_connections as u64)?;
+        tracing::debug!(fd_limit, "open-file limit");
         for (name, l) in [("public", &listeners.public), ("internal", &listeners.internal), ("admin", &listeners.admin)] {
             tracing::info!(listener = name, addr = %l.local_addr()?, tls = name == "public" && tls.is_some(), "listening");
         }
@@ -160,15 +163,15 @@ impl App {
         let reconciler = tokio::spawn(crate::enrollment::service::reconcile_loop(self.clone(), shutdown.clone()));
         // The outbox relay stops with the listeners; a round under way is finished first.
         let relay = tokio::spawn(crate::notify::relay::run(self.store().clone(), self.config().outbox.clone(), shutdown.clone()));
-        let public = tokio::spawn(http::server::serve("public", listeners.public, tls, http_config.clone(), shutdown.clone(), {
+        let public = tokio::spawn(http::server::serve(PUBLIC, listeners.public, tls, http_config.clone(), shutdown.clone(), {
             let app = self.clone();
             move |req| routes::public(app.clone(), req)
         }));
-        let internal = tokio::spawn(http::server::serve("internal", listeners.internal, None, http_config.clone(), shutdown.clone(), {
+        let internal = tokio::spawn(http::server::serve(INTERNAL, listeners.internal, None, http_config.clone(), shutdown.clone(), {
             let app = self.clone();
             move |req| routes::internal(app.clone(), req)
         }));
-        let admin = tokio::spawn(http::server::serve("admin", listeners.admin, None, http_config, shutdown.clone(), {
+        let admin = tokio::spawn(http::server::serve(ADMIN, listeners.admin, None, http_config, shutdown.clone(), {
             let app = self.clone();
             move |req| routes::admin(app.clone(), req)
         }));
@@ -187,6 +190,11 @@ impl App {
         Ok(())
     }
 }
+
+/// Visa retries only a 500: a notification that ran out of time must get one.
+const PUBLIC: ListenerSpec = ListenerSpec { name: "public", timeout_status: ::http::StatusCode::INTERNAL_SERVER_ERROR };
+const INTERNAL: ListenerSpec = ListenerSpec { name: "internal", timeout_status: ::http::StatusCode::SERVICE_UNAVAILABLE };
+const ADMIN: ListenerSpec = ListenerSpec { name: "admin", timeout_status: ::http::StatusCode::SERVICE_UNAVAILABLE };
 
 /// Histograms are folded periodically; without this they only grow.
 async fn metrics_upkeep(shutdown: CancellationToken) {

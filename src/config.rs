@@ -137,10 +137,17 @@ pub struct PanConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// A client that has not sent its headers by then is disconnected (slowloris).
+    /// A connection that has not sent a whole request head this long after it was
+    /// accepted is closed, whether it sent a byte or not (silent and slowloris clients).
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
-    /// A request still running after this is answered 503 and abandoned.
+    /// A keep-alive or HTTP/2 connection with no request in flight this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Open connections per listener; past it a new one is closed at once (and counted).
+    pub max_connections: usize,
+    /// A request still running after this is abandoned and answered 500 on the public
+    /// listener (the status Visa retries), 503 on the others.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// On SIGTERM, how long open connections may finish before they are cut.
@@ -184,6 +191,16 @@ pub enum LogTarget {
     Tracing,
 }
 
+/// What the log publisher shows of an event's personal data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogPayloads {
+    /// Names, email addresses, phone numbers and addresses masked: what a log pipeline may hold.
+    Masked,
+    /// Everything, as the queue's consumers get it: for development only.
+    Full,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutboxConfig {
@@ -193,6 +210,8 @@ pub struct OutboxConfig {
     pub publisher: PublisherKind,
     /// With the `log` publisher.
     pub log_target: LogTarget,
+    /// With the `log` publisher: personal data masked (the default) or shown in full.
+    pub log_payloads: LogPayloads,
     /// `amqp://user:password@host:5672/vhost` or `amqps://…`. A secret: it holds a password.
     pub amqp_url: SecretString,
     /// The durable queue events go to, declared if missing, when no exchange is set; the
@@ -323,6 +342,8 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
             request_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
         }
@@ -335,6 +356,7 @@ impl Default for OutboxConfig {
             enabled: true,
             publisher: PublisherKind::Log,
             log_target: LogTarget::Stdout,
+            log_payloads: LogPayloads::Masked,
             amqp_url: SecretString::from("amqp://guest:guest@127.0.0.1:5672/%2f"),
             queue: "ctp.notification.all".into(),
             exchange: None,
@@ -599,6 +621,18 @@ impl Config {
                 }
             };
         }
+        if let Some(v) = lookup("CTP_OUTBOX_LOG_PAYLOADS") {
+            outbox.log_payloads = match v.as_str() {
+                "masked" => LogPayloads::Masked,
+                "full" => LogPayloads::Full,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "CTP_OUTBOX_LOG_PAYLOADS",
+                        message: format!("expected `masked` or `full`, got `{v}`"),
+                    });
+                }
+            };
+        }
         if let Some(v) = lookup("CTP_AMQP_URL") {
             outbox.amqp_url = SecretString::from(v);
         }
@@ -654,6 +688,13 @@ impl Config {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         if self.enrollment.reconcile_concurrency == 0 || self.enrollment.reconcile_interval.is_zero() {
             return invalid("enrollment.reconcile_concurrency and reconcile_interval must be positive".into());
+        }
+        let h = &self.http;
+        if h.header_read_timeout.is_zero() || h.idle_timeout.is_zero() || h.request_timeout.is_zero() {
+            return invalid("http.header_read_timeout, http.idle_timeout and http.request_timeout must be positive".into());
+        }
+        if h.max_connections == 0 {
+            return invalid("http.max_connections must be at least 1".into());
         }
         let url = self.database.url.expose_secret();
         if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {

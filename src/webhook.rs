@@ -175,8 +175,9 @@ fn signed_content(id: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
     content
 }
 
-/// Why a delivery was refused. Each is answered 401 (or 400 for a malformed header) by the
-/// callback handler; none carries the body or a secret.
+/// Why a delivery was refused; none carries the body or a secret. [`WebhookError::is_malformed`]
+/// tells a malformed delivery (the callback handler answers 400) from one that fails
+/// authentication (401).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
     #[error("missing {0} header")]
@@ -204,6 +205,11 @@ impl WebhookError {
             Self::TooNew(_) => "too_new",
             Self::NoMatchingSignature => "bad_signature",
         }
+    }
+
+    /// A header missing or not in its format: the delivery is malformed, not forged.
+    pub fn is_malformed(&self) -> bool {
+        matches!(self, Self::MissingHeader(_) | Self::BadHeader(_) | Self::BadTimestamp)
     }
 }
 

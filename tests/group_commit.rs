@@ -75,45 +75,13 @@ impl Setup {
 /// Holds the database's write path for a moment, so that the notifications sent meanwhile
 /// queue up and are written together once it is released.
 async fn with_writes_held<F: std::future::Future>(db: &TestDb, work: F) -> F::Output {
-    let mut blocker = Blocker::hold(db).await;
+    let mut blocker = common::Blocker::hold(db).await;
     let release = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         blocker.release().await;
     };
     let (out, ()) = tokio::join!(work, release);
     out
-}
-
-/// Another connection holding the write path of `enrollment_attempt`: SQLite's write lock,
-/// or an exclusive lock on the table in PostgreSQL (reads still go through).
-enum Blocker {
-    Sqlite(sqlx::SqliteConnection),
-    Pg(sqlx::PgConnection),
-}
-
-impl Blocker {
-    async fn hold(db: &TestDb) -> Self {
-        if db.kind == "sqlite" {
-            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-            sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut c).await.unwrap();
-            Blocker::Sqlite(c)
-        } else {
-            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            sqlx::raw_sql("BEGIN; LOCK TABLE enrollment_attempt IN EXCLUSIVE MODE").execute(&mut c).await.unwrap();
-            Blocker::Pg(c)
-        }
-    }
-
-    async fn release(&mut self) {
-        match self {
-            Blocker::Sqlite(c) => {
-                sqlx::raw_sql("ROLLBACK").execute(c).await.unwrap();
-            }
-            Blocker::Pg(c) => {
-                sqlx::raw_sql("ROLLBACK").execute(c).await.unwrap();
-            }
-        }
-    }
 }
 
 db_test!(concurrent_notifications_each_get_their_own_outcome, |db: TestDb| async move {
@@ -261,7 +229,7 @@ db_test!(a_duplicate_check_does_not_wait_behind_a_blocked_write, |db: TestDb| as
     let fps = s.fingerprints(&ns[0]);
     assert!(matches!(store.record_attempt(&ns[0], &fps).await.unwrap(), AttemptOutcome::Recorded { .. }));
 
-    let mut blocker = Blocker::hold(&db).await;
+    let mut blocker = common::Blocker::hold(&db).await;
     let write = tokio::spawn({
         let (store, n, fps) = (store.clone(), ns[1].clone(), fps.clone());
         async move { store.record_attempt(&n, &fps).await }

@@ -43,6 +43,7 @@ impl Env {
             .env("CTP_INTERNAL_ADDR", format!("127.0.0.1:{}", self.internal))
             .env("CTP_ADMIN_ADDR", format!("127.0.0.1:{}", self.admin))
             .env("CTP_LOG", "trace")
+            .env("CTP_OUTBOX_POLL_INTERVAL", "100ms")
             .env("CTP_LOG_FORMAT", if json_logs { "json" } else { "text" });
         cmd
     }
@@ -174,6 +175,15 @@ async fn no_card_number_in_any_log_line_or_database_byte() {
     let (_, metrics) = send(&format!("127.0.0.1:{}", env.admin), None, http::Method::GET, "/metrics", "").await.unwrap();
     scan("/metrics", &metrics, &mut found);
 
+    // The relay has published the three attempts (on the log publisher: to stdout).
+    let admin = format!("127.0.0.1:{}", env.admin);
+    let published = common::eventually(Duration::from_secs(10), || async {
+        let (_, metrics) = send(&admin, None, http::Method::GET, "/metrics", "").await.ok()?;
+        String::from_utf8_lossy(&metrics).contains("ctp_outbox_published_total{event_type=\"CTP_ENROLLMENT_ATTEMPT\"} 3").then_some(())
+    })
+    .await;
+    assert!(published.is_some(), "the relay did not publish the attempts");
+
     // SIGTERM: a graceful stop with exit code 0.
     let pid = server.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
@@ -182,6 +192,12 @@ async fn no_card_number_in_any_log_line_or_database_byte() {
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(log.contains("enrollment attempt recorded"), "the log is not what we think it is");
     assert!(log.contains("****1111"), "the masked card should be there");
+    // The log publisher printed every event, without the consumers' contact details.
+    let published = String::from_utf8_lossy(&output.stdout);
+    assert!(published.contains("\"eventType\":\"CTP_ENROLLMENT_ATTEMPT\""), "{published}");
+    for personal in ["jane@example.com", "415 555 0100", "\"Jane\"", "\"Doe\""] {
+        assert!(!published.contains(personal), "the log publisher printed {personal}: {published}");
+    }
     scan("serve stdout", &output.stdout, &mut found);
     scan("serve stderr", &output.stderr, &mut found);
 

@@ -405,23 +405,30 @@ async fn receiver(verifier: WebhookVerifier, listener: Option<TcpListener>) -> (
     let url = format!("http://{}/saas/callback", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::unbounded_channel();
     let stop = CancellationToken::new();
-    tokio::spawn(ctp_issuer::http::server::serve("receiver", listener, None, HttpConfig::default(), stop.clone(), move |req| {
-        let (verifier, tx) = (verifier.clone(), tx.clone());
-        async move {
-            let (parts, body) = ctp_issuer::http::read_body(req, 64 * 1024).await.unwrap();
-            match verifier.verify(&parts.headers, body, SystemTime::now()) {
-                Ok(verified) => {
-                    let callback: Callback = verified.json().unwrap();
-                    let _ = tx.send(Seen::Verified(verified.id().to_owned(), callback));
-                    ctp_issuer::http::empty(StatusCode::OK)
-                }
-                Err(e) => {
-                    let _ = tx.send(Seen::Refused(e.to_string()));
-                    ctp_issuer::http::empty(StatusCode::UNAUTHORIZED)
+    tokio::spawn(ctp_issuer::http::server::serve(
+        ctp_issuer::http::server::ListenerSpec { name: "receiver", timeout_status: http::StatusCode::SERVICE_UNAVAILABLE },
+        listener,
+        None,
+        HttpConfig::default(),
+        stop.clone(),
+        move |req| {
+            let (verifier, tx) = (verifier.clone(), tx.clone());
+            async move {
+                let (parts, body) = ctp_issuer::http::read_body(req, 64 * 1024).await.unwrap();
+                match verifier.verify(&parts.headers, body, SystemTime::now()) {
+                    Ok(verified) => {
+                        let callback: Callback = verified.json().unwrap();
+                        let _ = tx.send(Seen::Verified(verified.id().to_owned(), callback));
+                        ctp_issuer::http::empty(StatusCode::OK)
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Seen::Refused(e.to_string()));
+                        ctp_issuer::http::empty(StatusCode::UNAUTHORIZED)
+                    }
                 }
             }
-        }
-    }));
+        },
+    ));
     (url, rx, stop)
 }
 

@@ -113,6 +113,22 @@ db_test!(duplicate_delivery_is_recorded_once, |db: TestDb| async move {
     server.stop().await;
 });
 
+db_test!(a_notification_that_runs_out_of_time_is_answered_500_so_visa_retries, |db: TestDb| async move {
+    let server = TestServer::start(&db, |c| c.http.request_timeout = Duration::from_millis(300)).await;
+    server.import_fixture_kits().await;
+    let body = NotificationBuilder::shared_from_dir(server.keys.path(), true).unwrap().body(&payload(CARD_1), now()).unwrap();
+    let mut blocker = common::Blocker::hold(&db).await;
+    assert_eq!(server.notify(TR, body.clone()).await, StatusCode::INTERNAL_SERVER_ERROR, "Visa retries only a 500");
+    blocker.release().await;
+    // Visa's retry is recorded once the database answers again.
+    let retried =
+        common::eventually(Duration::from_secs(10), || async { (server.notify(TR, body.clone()).await == StatusCode::OK).then_some(()) })
+            .await;
+    assert!(retried.is_some(), "the retry was not recorded");
+    assert_eq!(server.app.store().recent_attempts(10).await.unwrap().len(), 1);
+    server.stop().await;
+});
+
 db_test!(unknown_card_is_404_and_writes_nothing, |db: TestDb| async move {
     let server = started(&db).await;
     let body = NotificationBuilder::rsa_from_dir(server.keys.path()).unwrap().body(&payload("4000000000000002"), now()).unwrap();

@@ -117,12 +117,23 @@ fn describe_shape_error(e: &serde_json::Error) -> String {
         return format!("missing field {field}");
     }
     if let Some(field) = text.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
-        return format!("unknown field {field}");
+        // The name is the caller's own text: echo it only if it looks like a field name.
+        return match echoable_field_name(field) {
+            Some(field) => format!("unknown field {field}"),
+            None => "unknown field".into(),
+        };
     }
-    match text.split_once(", expected ") {
+    match text.rsplit_once(", expected ") {
         Some((_, expected)) => format!("wrong type: expected {}", expected.split(" at line").next().unwrap_or(expected)),
         None => "body does not match the expected shape".into(),
     }
+}
+
+/// A field name from the caller, fit to put in an answer and a log line: at most 64 of
+/// letters, digits, `_`, `-` and `.`, or nothing.
+fn echoable_field_name(name: &str) -> Option<&str> {
+    let fits = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    fits.then_some(name)
 }
 
 /// Entry point from the internal listener. Returns the response and the route name.
@@ -266,5 +277,42 @@ pub fn check_id(name: &str, value: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::with(ErrorCode::InvalidRequest, format!("{name} must be 1 to 64 letters, digits, - or _")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        entity_id: String,
+    }
+
+    fn shape_error(json: &str) -> String {
+        describe_shape_error(&serde_json::from_str::<Body>(json).unwrap_err())
+    }
+
+    #[test]
+    fn an_unknown_field_is_named_only_when_it_looks_like_a_name() {
+        assert_eq!(shape_error(r#"{"entity_id":"e","kitNo":"k"}"#), "unknown field kitNo");
+        let card = "4111111111111111";
+        let hostile = [format!("{card} "), "<script>".into(), "x".repeat(65), "a\u{202e}b".into()];
+        for name in hostile {
+            let json = serde_json::json!({"entity_id": "e", name.clone(): 1}).to_string();
+            assert_eq!(shape_error(&json), "unknown field", "{name}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_type_says_what_was_expected_and_not_the_value() {
+        let text = shape_error(r#"{"entity_id": 4111111111111111}"#);
+        assert!(text.starts_with("wrong type: expected"), "{text}");
+        assert!(!text.contains("4111"), "{text}");
+        // A value that quotes serde's own phrase is not echoed either.
+        let text = shape_error(r#"{"entity_id": ["4111111111111111, expected a secret"]}"#);
+        assert!(!text.contains("4111") && !text.contains("secret"), "{text}");
     }
 }

@@ -36,8 +36,10 @@ async fn process(app: &App, request: Request) -> Result<StatusCode, (StatusCode,
         BodyError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         BodyError::Io(_) => (StatusCode::BAD_REQUEST, "unreadable"),
     })?;
-    let verified =
-        app.callback_verifier().verify(&parts.headers, body, SystemTime::now()).map_err(|e| (StatusCode::UNAUTHORIZED, e.reason()))?;
+    let verified = app.callback_verifier().verify(&parts.headers, body, SystemTime::now()).map_err(|e| {
+        let status = if e.is_malformed() { StatusCode::BAD_REQUEST } else { StatusCode::UNAUTHORIZED };
+        (status, e.reason())
+    })?;
     let callback: Callback = verified.json().map_err(|_| (StatusCode::BAD_REQUEST, "malformed"))?;
     let trace = app
         .store()

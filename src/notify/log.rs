@@ -4,18 +4,22 @@
 //!
 //! A line is `{"messageId":…,"eventType":…,"tenant":…,"createdAt":…,"payload":{…}}`: the
 //! payload as stored (seed 003's envelope), with the outbox id a consumer deduplicates on.
+//! Consumers' names and contact details in it are masked unless `outbox.log_payloads` is
+//! `full` ([`super::mask`]). A round's lines are written with one write.
 
 use std::io::Write;
 
 use serde::Serialize;
 
+use super::mask::mask_personal_data;
 use super::publisher::{Publish, PublishError};
-use crate::config::LogTarget;
+use crate::config::{LogPayloads, LogTarget};
 use crate::store::outbox::OutboxEvent;
 
 #[derive(Debug)]
 pub struct LogPublisher {
     target: LogTarget,
+    payloads: LogPayloads,
 }
 
 #[derive(Serialize)]
@@ -29,30 +33,25 @@ struct Line<'a> {
 }
 
 impl LogPublisher {
-    pub fn new(target: LogTarget) -> Self {
-        Self { target }
+    pub fn new(target: LogTarget, payloads: LogPayloads) -> Self {
+        Self { target, payloads }
     }
 
-    fn write(&self, event: &OutboxEvent) -> Result<(), PublishError> {
-        let line = line(event)?;
-        match self.target {
-            LogTarget::Stdout => {
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "{line}").and_then(|()| out.flush()).map_err(|e| PublishError::Write(e.to_string()))
-            }
-            LogTarget::Tracing => {
-                tracing::info!(target: "ctp_issuer::outbox", message_id = event.id, event = %line, "outbox event");
-                Ok(())
-            }
-        }
+    /// The event's line, masked as configured.
+    fn line(&self, event: &OutboxEvent) -> Result<String, PublishError> {
+        line(event, self.payloads)
     }
 }
 
 /// The event's JSON line. The payload is embedded as JSON (re-serialized, so that a
-/// payload stored over several lines still makes one line).
-pub fn line(event: &OutboxEvent) -> Result<String, PublishError> {
-    let payload: serde_json::Value =
+/// payload stored over several lines still makes one line), its personal data masked
+/// unless `payloads` is [`LogPayloads::Full`].
+pub fn line(event: &OutboxEvent, payloads: LogPayloads) -> Result<String, PublishError> {
+    let mut payload: serde_json::Value =
         serde_json::from_str(&event.payload).map_err(|e| PublishError::Unsendable(format!("payload is not JSON: {e}")))?;
+    if payloads == LogPayloads::Masked {
+        mask_personal_data(&mut payload);
+    }
     let line = Line { message_id: event.id, event_type: &event.event_type, tenant: &event.tenant, created_at: event.created_at, payload };
     serde_json::to_string(&line).map_err(|e| PublishError::Unsendable(e.to_string()))
 }
@@ -67,7 +66,32 @@ impl Publish for LogPublisher {
     }
 
     async fn publish(&mut self, events: &[OutboxEvent]) -> Vec<Result<(), PublishError>> {
-        events.iter().map(|e| self.write(e)).collect()
+        let lines: Vec<Result<String, PublishError>> = events.iter().map(|e| self.line(e)).collect();
+        match self.target {
+            LogTarget::Tracing => {
+                for (event, line) in events.iter().zip(&lines) {
+                    if let Ok(line) = line {
+                        tracing::info!(target: "ctp_issuer::outbox", message_id = event.id, event = %line, "outbox event");
+                    }
+                }
+                lines.into_iter().map(|l| l.map(drop)).collect()
+            }
+            LogTarget::Stdout => {
+                let mut text = String::new();
+                for line in lines.iter().flatten() {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+                let mut out = std::io::stdout().lock();
+                match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                    Ok(()) => lines.into_iter().map(|l| l.map(drop)).collect(),
+                    Err(e) => {
+                        let error = PublishError::Write(e.to_string());
+                        lines.into_iter().map(|l| l.and(Err(error.clone()))).collect()
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -89,7 +113,7 @@ mod tests {
     #[test]
     fn a_line_is_one_json_object_with_the_payload_embedded() {
         let payload = r#"{"business":"DEMOBANK","transactionType":"CTP_ENROLLMENT_ATTEMPT","serverNotifyData":{"tenant":"DEMOBANK"}}"#;
-        let line = line(&event(payload)).unwrap();
+        let line = line(&event(payload), LogPayloads::Full).unwrap();
         assert!(!line.contains('\n'));
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["messageId"], 42);
@@ -101,12 +125,12 @@ mod tests {
 
     #[test]
     fn a_payload_spread_over_lines_still_makes_one_line() {
-        let line = line(&event("{\n  \"business\": \"X\"\n}")).unwrap();
+        let line = line(&event("{\n  \"business\": \"X\"\n}"), LogPayloads::Full).unwrap();
         assert!(!line.contains('\n'), "{line}");
     }
 
     #[test]
     fn a_malformed_payload_is_unsendable_not_a_panic() {
-        assert!(matches!(line(&event("{not json")), Err(PublishError::Unsendable(_))));
+        assert!(matches!(line(&event("{not json"), LogPayloads::Masked), Err(PublishError::Unsendable(_))));
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod admin_cli;
 pub mod log;
+pub mod mask;
 pub mod publisher;
 pub mod rabbitmq;
 pub mod relay;

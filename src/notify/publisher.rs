@@ -69,7 +69,7 @@ impl Publisher {
     /// job, so that the service starts while the broker is down.
     pub fn from_config(config: &OutboxConfig) -> Self {
         match config.publisher {
-            PublisherKind::Log => Publisher::Log(LogPublisher::new(config.log_target)),
+            PublisherKind::Log => Publisher::Log(LogPublisher::new(config.log_target, config.log_payloads)),
             PublisherKind::Rabbitmq => Publisher::RabbitMq(Box::new(RabbitMqPublisher::new(config))),
         }
     }

@@ -404,6 +404,7 @@ mod account_number {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Accepted {
+    #[serde(deserialize_with = "outside::id")]
     pub request_trace_id: String,
 }
 
@@ -411,8 +412,9 @@ pub struct Accepted {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
+    #[serde(deserialize_with = "outside::text")]
     pub error_code: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "outside::text")]
     pub message: String,
 }
 
@@ -436,7 +438,9 @@ pub enum OutcomeResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestStatus {
+    #[serde(deserialize_with = "outside::id")]
     pub request_trace_id: String,
+    #[serde(deserialize_with = "outside::id")]
     pub request_id: String,
     #[serde(with = "event")]
     pub event: CtpEvent,
@@ -452,7 +456,7 @@ pub struct RequestStatus {
 pub struct Outcome {
     pub result: OutcomeResult,
     /// The consumer's id at the network: set by a successful registration, repeated after.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "outside::optional_id")]
     pub click_to_pay_customer_id: Option<String>,
     /// One entry per card of the request (for a consumer removal: every card removed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -470,9 +474,10 @@ pub struct InstrumentOutcome {
     pub external_instrument_id: String,
     /// The card's id at the network, once enrolled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "outside::optional_id")]
     pub payment_instrument_id: Option<String>,
     pub result: OutcomeResult,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "outside::optional_text")]
     pub error_code: Option<String>,
 }
 
@@ -482,8 +487,10 @@ pub struct InstrumentOutcome {
 pub struct Profile {
     #[serde(rename = "externalConsumerID")]
     pub external_consumer_id: String,
+    #[serde(deserialize_with = "outside::id")]
     pub click_to_pay_customer_id: String,
     /// `ACTIVE`, `DISABLED`, `REMOVED` (seed 003's values; others may appear).
+    #[serde(deserialize_with = "outside::text")]
     pub status: String,
     pub consumer_information: ConsumerInformation,
     #[serde(default)]
@@ -496,9 +503,12 @@ pub struct Profile {
 pub struct ProfileInstrument {
     #[serde(rename = "externalInstrumentID")]
     pub external_instrument_id: String,
+    #[serde(deserialize_with = "outside::id")]
     pub payment_instrument_id: String,
+    #[serde(deserialize_with = "outside::last4")]
     pub last4: String,
     /// `ACTIVE`, `DISABLED`, `REMOVED`.
+    #[serde(deserialize_with = "outside::text")]
     pub status: String,
 }
 
@@ -506,12 +516,75 @@ pub struct ProfileInstrument {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Callback {
+    #[serde(deserialize_with = "outside::id")]
     pub request_trace_id: String,
+    #[serde(deserialize_with = "outside::id")]
     pub request_id: String,
     #[serde(with = "event")]
     pub event: CtpEvent,
     pub tenant: String,
     pub outcome: Outcome,
+}
+
+/// What we read from the SaaS and keep, return or log is checked on the way in: free text
+/// (error codes, messages, statuses) is scrubbed of digit runs ([`crate::saas::scrub`]),
+/// and identifiers we store (trace ids, the network's consumer and card ids) must look like
+/// identifiers, not card numbers, or the whole answer is refused as malformed.
+mod outside {
+    use serde::{Deserialize, Deserializer};
+
+    use crate::saas::scrub;
+
+    /// Longest identifier we take from the SaaS.
+    const MAX_ID_CHARS: usize = 128;
+    /// A run of this many digits is card-number length (Visa's are 13 to 19). UUIDs, the
+    /// usual identifiers, never have more than 12 digits in a row.
+    const CARD_LIKE_DIGITS: usize = 13;
+
+    /// Why an identifier from outside is refused (never echoing it).
+    pub fn check_id(id: &str) -> Result<(), &'static str> {
+        if id.is_empty() || id.len() > MAX_ID_CHARS {
+            return Err("identifier must be 1 to 128 characters");
+        }
+        if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
+            return Err("identifier may hold only letters, digits, - _ . and :");
+        }
+        let longest_digit_run = id.split(|c: char| !c.is_ascii_digit()).map(str::len).max().unwrap_or(0);
+        if longest_digit_run >= CARD_LIKE_DIGITS {
+            return Err("identifier holds a run of digits as long as a card number");
+        }
+        Ok(())
+    }
+
+    pub fn id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        let id = String::deserialize(d)?;
+        check_id(&id).map_err(serde::de::Error::custom)?;
+        Ok(id)
+    }
+
+    pub fn optional_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        let id = Option::<String>::deserialize(d)?;
+        if let Some(id) = &id {
+            check_id(id).map_err(serde::de::Error::custom)?;
+        }
+        Ok(id)
+    }
+
+    pub fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        String::deserialize(d).map(|text| scrub(&text))
+    }
+
+    pub fn optional_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Option::<String>::deserialize(d).map(|text| text.map(|t| scrub(&t)))
+    }
+
+    pub fn last4<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        let last4 = String::deserialize(d)?;
+        if last4.len() != 4 || !last4.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(serde::de::Error::custom("last4 must be four digits"));
+        }
+        Ok(last4)
+    }
 }
 
 /// A [`CtpEvent`] by its wire name (`CTP_ADD_KIT`).
@@ -634,5 +707,30 @@ mod tests {
         let text = serde_json::to_string(&callback).unwrap();
         assert!(text.contains(r#""event":"CTP_REGISTER_ENTITY_AND_KIT""#), "{text}");
         assert_eq!(serde_json::from_str::<Callback>(&text).unwrap(), callback);
+    }
+
+    #[test]
+    fn outside_text_is_scrubbed_and_outside_ids_must_not_look_like_card_numbers() {
+        let callback = json!({
+            "requestTraceId": "451562ba-83cf-11ee-b962-024212345678", "requestId": "r-1", "event": "CTP_ADD_KIT", "tenant": "T",
+            "outcome": {"result": "FAILED", "error": {"errorCode": format!("VIDC-2004 {PAN}"), "message": format!("card {PAN} exists")},
+                        "paymentInstruments": [{"externalInstrumentID": "k-1", "result": "FAILED", "errorCode": PAN}]}
+        });
+        let parsed: Callback = serde_json::from_value(callback.clone()).unwrap();
+        let text = format!("{parsed:?}");
+        assert!(!text.contains(PAN), "{text}");
+        assert_eq!(parsed.outcome.error.as_ref().unwrap().error_code, "VIDC-[digits]", "a run with its separators goes whole");
+
+        for (pointer, value) in [("/requestTraceId", PAN.to_owned()), ("/requestId", format!("id-{PAN}")), ("/requestId", "a b".into())] {
+            let mut bad = callback.clone();
+            *bad.pointer_mut(pointer).unwrap() = json!(value);
+            let err = serde_json::from_value::<Callback>(bad).unwrap_err().to_string();
+            assert!(!err.contains(PAN), "{err}");
+        }
+        let mut bad = callback;
+        bad["outcome"]["clickToPayCustomerId"] = json!(PAN);
+        assert!(serde_json::from_value::<Callback>(bad).is_err());
+        assert!(serde_json::from_value::<Accepted>(json!({"requestTraceId": PAN})).is_err());
+        assert!(serde_json::from_value::<Accepted>(json!({"requestTraceId": "123456789012"})).is_ok(), "a UUID's last group");
     }
 }

@@ -145,6 +145,7 @@ impl RawNotification {
         }
         let jws_alg = header_str(&jws_header, "alg").ok_or(Rejection::NotCompactJws.at("alg"))?;
         let jws_kid = header_str(&jws_header, "kid").ok_or(Rejection::UnknownJwsKey.at("kid"))?;
+        check_critical(&jws_header)?;
         let verifier = match keys.verifier(jws_kid, jws_alg) {
             Some(v) => v,
             None if keys.knows_jws_kid(jws_kid) => return Err(Rejection::JwsAlgorithmNotAllowed.into()),
@@ -152,7 +153,7 @@ impl RawNotification {
             None => return Err(Rejection::UnknownJwsKey.into()),
         };
         let (jwe_bytes, _) =
-            josekit::jws::deserialize_compact(self.encrypted_data.as_bytes(), verifier).map_err(|_| Rejection::BadSignature)?;
+            jws_context().deserialize_compact(self.encrypted_data.as_bytes(), verifier).map_err(|_| Rejection::BadSignature)?;
         let jws_kid = jws_kid.to_owned();
 
         // 2. The inner JWE.
@@ -175,6 +176,8 @@ impl RawNotification {
         if jwe_header.contains_key("zip") {
             return Err(Rejection::JweAlgorithmNotAllowed.at("zip"));
         }
+        // josekit checks a JWS's `crit` but not a JWE's: both are checked here, alike.
+        check_critical(&jwe_header)?;
         let jwe_kid = header_str(&jwe_header, "kid").ok_or(Rejection::UnknownJweKey.at("kid"))?;
         let decrypter = keys.decrypter(jwe_kid, jwe_alg).ok_or(Rejection::UnknownJweKey)?;
 
@@ -230,6 +233,45 @@ fn decode_header(segment: &str) -> Option<Map<String, Value>> {
         Value::Object(map) => Some(map),
         _ => None,
     }
+}
+
+/// Header parameters we understand when a sender marks them critical: only `iat`, which
+/// the replay window checks.
+const UNDERSTOOD_CRITICAL: &[&str] = &["iat"];
+
+/// Names RFC 7515 and RFC 7516 register, which `crit` must not list.
+const REGISTERED_HEADERS: &[&str] = &[
+    "alg", "enc", "zip", "jku", "jwk", "kid", "x5u", "x5c", "x5t", "x5t#S256", "typ", "cty", "crit", "epk", "apu", "apv", "iv", "tag",
+    "p2s", "p2c",
+];
+
+/// RFC 7515 §4.1.11 and RFC 7516 §4.1.13: a `crit` header lists extensions the receiver
+/// must understand and process, or refuse the message. It must be a non-empty list of
+/// names present in the header, none of them registered by the JOSE specifications.
+fn check_critical(header: &Map<String, Value>) -> Result<(), Rejected> {
+    let Some(crit) = header.get("crit") else { return Ok(()) };
+    let refused = || Rejection::UnsupportedCriticalHeader.at("crit");
+    let names = crit.as_array().filter(|names| !names.is_empty()).ok_or_else(refused)?;
+    for name in names {
+        let name = name.as_str().ok_or_else(refused)?;
+        if REGISTERED_HEADERS.contains(&name) || !header.contains_key(name) || !UNDERSTOOD_CRITICAL.contains(&name) {
+            return Err(refused());
+        }
+    }
+    Ok(())
+}
+
+/// josekit's JWS reader, told that a critical `iat` is understood (by [`check_critical`]'s
+/// rule), so that the two never disagree.
+fn jws_context() -> &'static josekit::jws::JwsContext {
+    static CONTEXT: std::sync::OnceLock<josekit::jws::JwsContext> = std::sync::OnceLock::new();
+    CONTEXT.get_or_init(|| {
+        let mut context = josekit::jws::JwsContext::new();
+        for name in UNDERSTOOD_CRITICAL {
+            context.add_acceptable_critical(name);
+        }
+        context
+    })
 }
 
 fn header_str<'a>(header: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
@@ -314,6 +356,20 @@ mod tests {
         assert_eq!(empty_ring_open(&format!("{header}.e30.c2ln")), Rejection::UnknownJwsKey);
         let none = B64URL.encode(br#"{"alg":"none","kid":"nobody"}"#);
         assert_eq!(empty_ring_open(&format!("{none}.e30.")), Rejection::JwsAlgorithmNotAllowed);
+    }
+
+    #[test]
+    fn critical_headers_follow_rfc_7515_and_7516() {
+        let check = |header: Value| check_critical(header.as_object().unwrap()).map_err(|r| r.reason);
+        assert_eq!(check(json!({"alg": "RSA-OAEP-256"})), Ok(()), "no crit");
+        assert_eq!(check(json!({"alg": "x", "iat": 1, "crit": ["iat"]})), Ok(()), "iat is understood");
+        let refused = Err(Rejection::UnsupportedCriticalHeader);
+        assert_eq!(check(json!({"alg": "x", "ext": 1, "crit": ["ext"]})), refused, "an extension nobody understands");
+        assert_eq!(check(json!({"alg": "x", "crit": ["iat"]})), refused, "a critical name that is not in the header");
+        assert_eq!(check(json!({"alg": "x", "crit": ["alg"]})), refused, "a registered name");
+        assert_eq!(check(json!({"alg": "x", "crit": []})), refused, "an empty list");
+        assert_eq!(check(json!({"alg": "x", "crit": "iat"})), refused, "not a list");
+        assert_eq!(check(json!({"alg": "x", "iat": 1, "crit": ["iat", 7]})), refused, "not a name");
     }
 
     proptest! {

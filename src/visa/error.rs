@@ -34,6 +34,8 @@ pub enum Rejection {
     PayloadMissingField,
     #[error("decrypted payload has a field outside Visa's format")]
     PayloadInvalidField,
+    #[error("a JOSE header marks critical an extension we do not understand")]
+    UnsupportedCriticalHeader,
     // 401: credentials missing or wrong.
     #[error("JWS alg is not allowed")]
     JwsAlgorithmNotAllowed,
@@ -60,8 +62,18 @@ impl Rejection {
     pub fn status(self) -> StatusCode {
         use Rejection::*;
         match self {
-            BodyTooLarge | BodyNotJson | MissingEncryptedData | EncryptedDataTooLong | NotCompactJws | NotCompactJwe | UnknownEventType
-            | BadTokenRequestorId | PayloadNotJson | PayloadMissingField | PayloadInvalidField => StatusCode::BAD_REQUEST,
+            BodyTooLarge
+            | BodyNotJson
+            | MissingEncryptedData
+            | EncryptedDataTooLong
+            | NotCompactJws
+            | NotCompactJwe
+            | UnknownEventType
+            | BadTokenRequestorId
+            | PayloadNotJson
+            | PayloadMissingField
+            | PayloadInvalidField
+            | UnsupportedCriticalHeader => StatusCode::BAD_REQUEST,
             JwsAlgorithmNotAllowed
             | UnknownJwsKey
             | BadSignature
@@ -89,6 +101,7 @@ impl Rejection {
             PayloadNotJson => "payload_not_json",
             PayloadMissingField => "payload_missing_field",
             PayloadInvalidField => "payload_invalid_field",
+            UnsupportedCriticalHeader => "unsupported_critical_header",
             JwsAlgorithmNotAllowed => "jws_alg_not_allowed",
             UnknownJwsKey => "unknown_jws_kid",
             BadSignature => "bad_signature",

@@ -18,6 +18,7 @@ use ctp_issuer::store::Store;
 use ctp_issuer::{App, Listeners};
 use http::StatusCode;
 use secrecy::SecretString;
+use sqlx::Connection;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -44,9 +45,8 @@ impl TestDb {
     pub async fn postgres() -> Option<Self> {
         let base = postgres_url()?;
         let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at CTP_TEST_POSTGRES_URL is unreachable: {e}"));
+        let mut conn =
+            sqlx::PgConnection::connect(&base).await.unwrap_or_else(|e| panic!("PostgreSQL at CTP_TEST_POSTGRES_URL is unreachable: {e}"));
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&mut conn).await.unwrap();
         let sep = if base.contains('?') { '&' } else { '?' };
         Some(Self { url: format!("{base}{sep}options[search_path]={schema}"), kind: "postgres", _dir: None })
@@ -235,4 +235,55 @@ impl TestServer {
 /// Same store, fresh PanKeys from a keys dir (for tests that import without a server).
 pub fn pan_keys(dir: &Path) -> PanKeys {
     PanKeys::load(dir, "v1", "v1").unwrap()
+}
+
+/// Polls `probe` until it answers `Some`, or until `within` has passed (then `None`): the
+/// one way tests wait for something to happen, instead of sleeping and hoping.
+pub async fn eventually<T, F, Fut>(within: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = probe().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Another connection holding the write path of `enrollment_attempt`: SQLite's write lock,
+/// or an exclusive lock on the table in PostgreSQL (reads still go through).
+pub enum Blocker {
+    Sqlite(sqlx::SqliteConnection),
+    Pg(sqlx::PgConnection),
+}
+
+impl Blocker {
+    pub async fn hold(db: &TestDb) -> Self {
+        if db.kind == "sqlite" {
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut c).await.unwrap();
+            Blocker::Sqlite(c)
+        } else {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::raw_sql("BEGIN; LOCK TABLE enrollment_attempt IN EXCLUSIVE MODE").execute(&mut c).await.unwrap();
+            Blocker::Pg(c)
+        }
+    }
+
+    pub async fn release(&mut self) {
+        match self {
+            Blocker::Sqlite(c) => {
+                sqlx::raw_sql("ROLLBACK").execute(c).await.unwrap();
+            }
+            Blocker::Pg(c) => {
+                sqlx::raw_sql("ROLLBACK").execute(c).await.unwrap();
+            }
+        }
+    }
 }

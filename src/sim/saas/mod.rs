@@ -81,6 +81,8 @@ impl SimConfig {
             reorder_max_hold: Duration::from_secs(5),
             http: HttpConfig {
                 header_read_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(60),
+                max_connections: 1024,
                 request_timeout: Duration::from_secs(300),
                 drain_timeout: Duration::from_secs(2),
             },
@@ -242,10 +244,17 @@ impl Simulator {
             shutdown: shutdown.clone(),
         });
         let tracker = TaskTracker::new();
-        let server = tokio::spawn(crate::http::server::serve("sim_saas", listener, None, shared.config.http.clone(), shutdown.clone(), {
-            let shared = shared.clone();
-            move |request| server::handle(shared.clone(), request)
-        }));
+        let server = tokio::spawn(crate::http::server::serve(
+            crate::http::server::ListenerSpec { name: "sim_saas", timeout_status: http::StatusCode::SERVICE_UNAVAILABLE },
+            listener,
+            None,
+            shared.config.http.clone(),
+            shutdown.clone(),
+            {
+                let shared = shared.clone();
+                move |request| server::handle(shared.clone(), request)
+            },
+        ));
         let worker = tokio::spawn(complete_loop(shared.clone(), due_rx, callback_tx));
         let dispatcher = tokio::spawn(callbacks::dispatch_loop(shared.clone(), callback_rx, client, tracker.clone()));
         tracing::info!(%addr, "Click to Pay SaaS simulator listening");
