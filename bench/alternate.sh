@@ -2,7 +2,7 @@
 # Before/after of two builds by alternating runs (BENCHMARKS.md, third round): on a VM
 # whose speed drifts by ±10 % within minutes, one table per build can disagree with the
 # next; runs taken in turns, A B A B …, on the same bodies and each on a fresh SQLite
-# file, cannot drift apart. Besides `bench notify`'s figures, each line gives the server's
+# file, cannot drift apart. Besides `ctp-bench notify`'s figures, each line gives the server's
 # context switches per notification (all threads, from /proc/<pid>/task/*/status), which
 # hardly move with the VM's speed.
 #
@@ -30,10 +30,10 @@ AFTER=${2:-$BIN}
 # Enough distinct bodies for the longest run of each mode (each run has a fresh database,
 # so the runs can share them).
 log "== preparing $WORK: fresh keys, $CARDS cards, notifications"
-"$BIN" bench prepare --dir "$WORK" --cards "$CARDS" >/dev/null
+"$BENCH_BIN" prepare --dir "$WORK" --cards "$CARDS" >/dev/null
 for mode in $(printf '%s\n' $RUNS | cut -d: -f1 | sort -u); do
     count=100000; [[ $mode == rsa ]] && count=20000
-    "$BIN" bench bodies --dir "$WORK" --mode "$mode" --count $((count + WARMUP)) >/dev/null 2>&1
+    "$BENCH_BIN" bodies --dir "$WORK" --mode "$mode" --count $((count + WARMUP)) >/dev/null 2>&1
 done
 
 # context_switches PID: voluntary + involuntary, all threads.
@@ -55,7 +55,7 @@ for pair in $(seq "$PAIRS"); do
             env "${export_env[@]}" "$server" kits import "$WORK/kits.csv" >/dev/null
             start_server "$run" "${export_env[@]}"
             before_cs=$(context_switches "$SERVER_PID")
-            load=$("$BIN" bench notify --dir "$WORK" --mode "$mode" --target "http://$PUBLIC" \
+            load=$("$BENCH_BIN" notify --dir "$WORK" --mode "$mode" --target "http://$PUBLIC" \
                 --concurrency "$c" --duration "$DURATION" --count "$count" --warmup "$WARMUP" \
                 --server-pid "$SERVER_PID" --format kv) || true
             switches=$(( $(context_switches "$SERVER_PID") - before_cs ))

@@ -9,6 +9,7 @@ log() { printf '%s\n' "$*" >&2; }
 log "== building (cargo build --release)"
 cargo build --release --quiet
 BIN=$PWD/target/release/ctp-issuer
+BENCH_BIN=$PWD/target/release/ctp-bench
 SERVER_BIN=${BENCH_SERVER_BIN:-$BIN}
 
 WORK=$(mktemp -d "/tmp/${BENCH_WORK_PREFIX:-ctp-bench}.XXXXXX")
@@ -51,7 +52,7 @@ start_server() {
     t0=$(date +%s%N)
     env "$@" "$SERVER_BIN" serve >"$WORK/server-$run.out" 2>"$WORK/server-$run.log" &
     SERVER_PID=$!
-    ready=$("$BIN" bench ready --admin "$ADMIN" --since-ns "$t0" --pid "$SERVER_PID" --format kv)
+    ready=$("$BENCH_BIN" ready --admin "$ADMIN" --since-ns "$t0" --pid "$SERVER_PID" --format kv)
 }
 
 # stop_server: SIGTERM and wait for the server under test, then drop its schema, if any.

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The enrollment-API benchmark of issue 5, in one go: builds the release binary, prepares
+# The enrollment-API benchmark, in one go: builds the release binary, prepares
 # fresh keys (the internal API's token secret and the SaaS callback secret included), then
 # for each database × concurrency starts a fresh `ctp-issuer serve` with its embedded
 # Click to Pay SaaS simulator, loads its internal API over loopback with
-# `ctp-issuer bench enroll` (registerEntityAndKit, a fresh customer and card per request),
+# `ctp-bench enroll` (registerEntityAndKit, a fresh customer and card per request),
 # waits for the asynchronous results, stops it, and finally prints one table.
 #
 #   bench/enroll.sh                  # everything
@@ -36,10 +36,10 @@ DRAIN_TIMEOUT=${BENCH_DRAIN_TIMEOUT:-30s}
 
 BENCH_WORK_PREFIX=ctp-bench-enroll source bench/common.sh
 
-# --- Fresh keys. `bench enroll` brings its own customers and cards, so the kits CSV is
+# --- Fresh keys. `ctp-bench enroll` brings its own customers and cards, so the kits CSV is
 # not imported; one card keeps `prepare` happy.
 log "== preparing $WORK: fresh keys"
-"$BIN" bench prepare --dir "$WORK" --cards 1 >/dev/null
+"$BENCH_BIN" prepare --dir "$WORK" --cards 1 >/dev/null
 
 # --- One run: fresh database, start, wait ready, load, drain, stop.
 RESULTS=$WORK/results.txt
@@ -56,7 +56,7 @@ for db in $DBS; do
         start_server "$run" "${export_env[@]}"
         log "== run $run: enroll on $db, concurrency $c ($ready)"
         # The token is minted with the same keys directory's secret as the server's.
-        load=$(env CTP_KEYS_DIR="$WORK/keys" "$BIN" bench enroll --target "http://$INTERNAL" --admin "$ADMIN" \
+        load=$(env CTP_KEYS_DIR="$WORK/keys" "$BENCH_BIN" enroll --target "http://$INTERNAL" --admin "$ADMIN" \
             --concurrency "$c" --duration "$DURATION" --count "$COUNT" --warmup "$WARMUP" \
             --drain-timeout "$DRAIN_TIMEOUT" --server-pid "$SERVER_PID" "${db_process[@]}" --format kv) || true
         log "   $load"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The notification-path comparison of issue 5, in one go: builds the release binary,
+# The notification-path benchmark, in one go: builds the release binary,
 # measures the crypto floor with `openssl speed`, prepares fresh keys, cards and
 # notifications, then for each key mode × database × concurrency starts a fresh
-# `ctp-issuer serve`, loads it over loopback with `ctp-issuer bench notify`, stops it, and
+# `ctp-issuer serve`, loads it over loopback with `ctp-bench notify`, stops it, and
 # finally prints one table. See BENCHMARKS.md for what the columns mean.
 #
 #   bench/run.sh                 # everything (about 3 minutes on the 2-core machine)
@@ -51,11 +51,11 @@ log "   RSA-2048 private ops/s per core: $SIGN_BEFORE, public (verify) ops/s: $V
 # --- Fresh keys, cards, and the notifications (built once, shared by every run: each run
 # has a fresh database, so no run sees a body twice).
 log "== preparing $WORK: fresh keys, $CARDS cards, notifications"
-"$BIN" bench prepare --dir "$WORK" --cards "$CARDS" >/dev/null
+"$BENCH_BIN" prepare --dir "$WORK" --cards "$CARDS" >/dev/null
 for mode in $MODES; do
     count=$SHARED_COUNT; [[ $mode == rsa ]] && count=$RSA_COUNT
     started=$(date +%s%N)
-    "$BIN" bench bodies --dir "$WORK" --mode "$mode" --count $((count + WARMUP)) >/dev/null 2>&1
+    "$BENCH_BIN" bodies --dir "$WORK" --mode "$mode" --count $((count + WARMUP)) >/dev/null 2>&1
     log "   $mode: $((count + WARMUP)) notifications built in $(( ($(date +%s%N) - started) / 1000000 )) ms"
 done
 
@@ -76,7 +76,7 @@ for db in $DBS; do
 
             start_server "$run" "${export_env[@]}"
             log "== run $run: $mode on $db, concurrency $c ($ready)"
-            load=$("$BIN" bench notify --dir "$WORK" --mode "$mode" --target "http://$PUBLIC" \
+            load=$("$BENCH_BIN" notify --dir "$WORK" --mode "$mode" --target "http://$PUBLIC" \
                 --concurrency "$c" --duration "$DURATION" --count "$count" --warmup "$WARMUP" \
                 --server-pid "$SERVER_PID" "${db_process[@]}" --format kv) || true
             log "   $load"

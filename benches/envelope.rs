@@ -7,7 +7,8 @@
 use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use ctp_issuer::bench::{FreshKeys, Mode, TOKEN_REQUESTOR_ID, build_bodies, read_cards, write_kits_csv};
+use ctp_issuer::pan::PanKeys;
+use ctp_issuer::sim::fixtures::{FreshKeys, Mode, TOKEN_REQUESTOR_ID, build_bodies, read_cards, write_kits_csv};
 use ctp_issuer::visa::{RawNotification, ReplayPolicy, VisaKeyRing};
 
 fn envelope(c: &mut Criterion) {
@@ -18,13 +19,14 @@ fn envelope(c: &mut Criterion) {
     let cards = read_cards(&dir.path().join("kits.csv")).unwrap();
     let ring = VisaKeyRing::load(&keys_dir, &["PS256".into(), "HS256".into()]).unwrap();
     let policy = ReplayPolicy { window: Duration::from_secs(3600), require_iat: true };
+    let pan_keys = PanKeys::load(&keys_dir, "v1", "v1").unwrap();
 
     let mut group = c.benchmark_group("envelope_open");
     for mode in [Mode::Rsa, Mode::SharedHs256, Mode::Shared] {
         let body = build_bodies(&keys_dir, mode, &cards, 0, 1).unwrap().remove(0);
         group.bench_function(mode.name(), |b| {
             b.iter(|| {
-                let raw = RawNotification::parse(TOKEN_REQUESTOR_ID, Some("CTP_ENROLLMENT_ATTEMPT"), body.as_bytes()).unwrap();
+                let raw = RawNotification::parse(TOKEN_REQUESTOR_ID, Some("CTP_ENROLLMENT_ATTEMPT"), body.as_bytes(), &pan_keys).unwrap();
                 raw.open(&ring, policy, SystemTime::now()).unwrap()
             })
         });

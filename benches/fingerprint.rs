@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use ctp_issuer::bench::{FreshKeys, fresh_cards};
 use ctp_issuer::pan::{Pan, PanKeys};
+use ctp_issuer::sim::fixtures::{FreshKeys, fresh_cards};
 
 fn fingerprint(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();

@@ -1,4 +1,4 @@
-//! The whole notification path without the network: `visa::handler::accept` (parse,
+//! The whole notification path without the network: `public::visa_notification::accept` (parse,
 //! duplicate check, verify + decrypt on the blocking pool, fingerprint, record attempt and
 //! outbox event) against a real SQLite store in a temporary directory.
 //!
@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use ctp_issuer::bench::{FreshKeys, Mode, TOKEN_REQUESTOR_ID, TestCard, build_bodies, read_cards, write_kits_csv};
+use ctp_issuer::public::visa_notification::{Accepted, accept};
 use ctp_issuer::registry::import::import_kits;
-use ctp_issuer::visa::handler::{Accepted, accept};
+use ctp_issuer::sim::fixtures::{FreshKeys, Mode, TOKEN_REQUESTOR_ID, TestCard, build_bodies, read_cards, write_kits_csv};
 use ctp_issuer::{App, Config};
 use secrecy::SecretString;
 
@@ -41,7 +41,7 @@ fn fixture(runtime: &tokio::runtime::Runtime) -> Fixture {
     let app = runtime.block_on(async {
         let app = App::build(config).await.unwrap();
         let file = std::fs::File::open(&kits).unwrap();
-        let report = import_kits(file, None, app.store(), app.pan_keys(), |_| {}).await.unwrap();
+        let report = import_kits(file, None, &app.services().registry, |_| {}).await.unwrap();
         assert_eq!(report.inserted, 500);
         app
     });
@@ -60,7 +60,7 @@ async fn send_all(app: &App, bodies: Vec<String>, tasks: usize) -> Duration {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(body) = bodies.get(i) else { break };
-                let outcome = accept(&app, TOKEN_REQUESTOR_ID, Some("CTP_ENROLLMENT_ATTEMPT"), body.as_bytes()).await;
+                let outcome = accept(app.services(), TOKEN_REQUESTOR_ID, Some("CTP_ENROLLMENT_ATTEMPT"), body.as_bytes()).await;
                 assert!(matches!(outcome, Ok(Accepted::Recorded { .. })), "{outcome:?}");
             }
         }));

@@ -2,8 +2,8 @@
 
 use http::{StatusCode, header};
 
-use crate::app::App;
 use crate::http::{Response, text};
+use crate::state::Services;
 
 /// `GET /metrics`: the Prometheus text exposition.
 pub fn metrics() -> Response {
@@ -19,9 +19,11 @@ pub fn healthz() -> Response {
 }
 
 /// `GET /readyz`: the database answers. A load balancer stops sending traffic while it
-/// does not.
-pub async fn readyz(app: &App) -> Response {
-    match tokio::time::timeout(std::time::Duration::from_secs(2), app.store().ping()).await {
+/// does not. The answer also says when the SaaS layer is the built-in simulator, so that a
+/// deployment that forgot its SaaS URL shows it.
+pub async fn readyz(services: &Services) -> Response {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), services.store.ping()).await {
+        Ok(Ok(())) if services.simulator_in_use => text(StatusCode::OK, "ready (Click to Pay SaaS: the built-in simulator)\n"),
         Ok(Ok(())) => text(StatusCode::OK, "ready\n"),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "not ready: database");

@@ -1,40 +1,26 @@
-//! The running service: its state ([`App`]) and how it is started and stopped.
+//! The running service ([`App`]): its parts built from the configuration, the listeners
+//! and background tasks started, and their graceful stop.
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::auth::ApiAuth;
 use crate::config::{Config, ListenConfig};
 use crate::http::server::ListenerSpec;
-use crate::pan::PanKeys;
-use crate::saas::client::SaasClient;
 use crate::sim::saas::{SimConfig, Simulator};
+use crate::state::Services;
 use crate::store::Store;
-use crate::visa::{ReplayPolicy, VisaKeyRing};
-use crate::webhook::WebhookVerifier;
 use crate::{http, routes};
 
-/// Everything a request handler may need, cheap to clone.
+/// The running service: its parts and, with the embedded simulator, the simulator's
+/// listener until it is served. Cheap to clone.
 #[derive(Clone)]
 pub struct App {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    config: Config,
-    store: Store,
-    visa_keys: ArcSwap<VisaKeyRing>,
-    pan_keys: PanKeys,
-    api_auth: ApiAuth,
-    saas: SaasClient,
-    callbacks: WebhookVerifier,
-    /// With no `saas.base_url`, the built-in simulator's listener, bound at build time (so
-    /// the client knows its address) and served from `serve` (once our callback address
-    /// is known).
-    embedded_saas: std::sync::Mutex<Option<TcpListener>>,
+    services: Arc<Services>,
+    /// The built-in SaaS simulator's listener, bound at build time (so the client knows
+    /// its address) and served from `serve` (once our callback address is known).
+    embedded_saas: Arc<std::sync::Mutex<Option<TcpListener>>>,
 }
 
 /// The three listeners, bound before the service starts (tests bind port 0 and read the
@@ -55,24 +41,15 @@ impl Listeners {
 }
 
 impl App {
-    /// Connects to the database, brings its schema up to date and loads every key.
+    /// Opens the database (bringing its schema up to date) and builds every service.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         crate::http::tls::install_crypto_provider();
         let store = Store::connect(&config.database).await?;
-        store.migrate().await?;
         Self::with_store(config, store)
     }
 
-    /// Like [`App::build`] with a store already open (and migrated).
+    /// Like [`App::build`] with a store already open.
     pub fn with_store(config: Config, store: Store) -> anyhow::Result<Self> {
-        let visa_keys = VisaKeyRing::load(&config.keys_dir, &config.visa.jws_algorithms)?;
-        let pan_keys = PanKeys::load(&config.keys_dir, &config.pan.fingerprint_version, &config.pan.encryption_version)?;
-        tracing::info!(keys = ?visa_keys, "Visa notification keys loaded");
-        let api_auth = ApiAuth::load(&config.auth, &config.keys_dir)?;
-        let callbacks = WebhookVerifier::load_dir(&config.saas.webhook_secrets_dir(&config.keys_dir), config.saas.webhook_tolerance)?;
-        if callbacks.is_empty() {
-            anyhow::bail!("no SaaS webhook secret: add KEYS_DIR/saas/webhook-<id>.secret");
-        }
         let (base_url, embedded) = match &config.saas.base_url {
             Some(url) => (url.clone(), None),
             None => {
@@ -82,60 +59,20 @@ impl App {
                 (url, Some(TcpListener::from_std(listener)?))
             }
         };
-        let saas = SaasClient::new(&base_url, &config.saas)?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                config,
-                store,
-                visa_keys: ArcSwap::from_pointee(visa_keys),
-                pan_keys,
-                api_auth,
-                saas,
-                callbacks,
-                embedded_saas: std::sync::Mutex::new(embedded),
-            }),
-        })
+        let services = Services::build(config, store, &base_url, embedded.is_some())?;
+        Ok(Self { services: Arc::new(services), embedded_saas: Arc::new(std::sync::Mutex::new(embedded)) })
     }
 
-    pub fn api_auth(&self) -> &ApiAuth {
-        &self.inner.api_auth
-    }
-
-    pub fn saas(&self) -> &SaasClient {
-        &self.inner.saas
-    }
-
-    pub fn callback_verifier(&self) -> &WebhookVerifier {
-        &self.inner.callbacks
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
     }
 
     pub fn config(&self) -> &Config {
-        &self.inner.config
+        &self.services.config
     }
 
     pub fn store(&self) -> &Store {
-        &self.inner.store
-    }
-
-    pub fn pan_keys(&self) -> &PanKeys {
-        &self.inner.pan_keys
-    }
-
-    /// The current key ring. Held for one request; a reload swaps in a new one.
-    pub fn visa_keys(&self) -> Arc<VisaKeyRing> {
-        self.inner.visa_keys.load_full()
-    }
-
-    pub fn replay_policy(&self) -> ReplayPolicy {
-        ReplayPolicy { window: self.config().visa.replay_window, require_iat: self.config().visa.require_iat }
-    }
-
-    /// Re-reads the Visa key directories (on SIGHUP). A failed reload keeps the old ring.
-    pub fn reload_visa_keys(&self) -> anyhow::Result<()> {
-        let ring = VisaKeyRing::load(&self.config().keys_dir, &self.config().visa.jws_algorithms)?;
-        tracing::info!(keys = ?ring, "Visa notification keys reloaded");
-        self.inner.visa_keys.store(Arc::new(ring));
-        Ok(())
+        &self.services.store
     }
 
     /// Serves the three listeners until `shutdown` is cancelled, then drains them.
@@ -148,7 +85,7 @@ impl App {
             tracing::info!(listener = name, addr = %l.local_addr()?, tls = name == "public" && tls.is_some(), "listening");
         }
         let upkeep = tokio::spawn(metrics_upkeep(shutdown.clone()));
-        let embedded = self.inner.embedded_saas.lock().expect("not poisoned").take();
+        let embedded = self.embedded_saas.lock().expect("not poisoned").take();
         let simulator = match embedded {
             None => None,
             Some(listener) => {
@@ -160,20 +97,21 @@ impl App {
                 Some(Simulator::start(listener, sim)?)
             }
         };
-        let reconciler = tokio::spawn(crate::enrollment::service::reconcile_loop(self.clone(), shutdown.clone()));
+        metrics::gauge!("ctp_saas_simulator_in_use").set(if self.services.simulator_in_use { 1.0 } else { 0.0 });
+        let reconciler = tokio::spawn(self.services.enrollment.clone().reconcile_loop(shutdown.clone()));
         // The outbox relay stops with the listeners; a round under way is finished first.
         let relay = tokio::spawn(crate::notify::relay::run(self.store().clone(), self.config().outbox.clone(), shutdown.clone()));
         let public = tokio::spawn(http::server::serve(PUBLIC, listeners.public, tls, http_config.clone(), shutdown.clone(), {
-            let app = self.clone();
-            move |req| routes::public(app.clone(), req)
+            let services = self.services.clone();
+            move |req| routes::public(services.clone(), req)
         }));
         let internal = tokio::spawn(http::server::serve(INTERNAL, listeners.internal, None, http_config.clone(), shutdown.clone(), {
-            let app = self.clone();
-            move |req| routes::internal(app.clone(), req)
+            let services = self.services.clone();
+            move |req| routes::internal(services.clone(), req)
         }));
         let admin = tokio::spawn(http::server::serve(ADMIN, listeners.admin, None, http_config, shutdown.clone(), {
-            let app = self.clone();
-            move |req| routes::admin(app.clone(), req)
+            let services = self.services.clone();
+            move |req| routes::admin(services.clone(), req)
         }));
         let (a, b, c, d, e, f) = tokio::join!(public, internal, admin, upkeep, relay, reconciler);
         a?;

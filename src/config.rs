@@ -35,6 +35,18 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The enrollment loop's background work: reconciling requests left IN_PROGRESS.
     pub enrollment: EnrollmentConfig,
+    /// The issuers served, each with the BIN ranges it owns. None: a single issuer.
+    pub tenants: std::collections::BTreeMap<String, TenantSection>,
+}
+
+/// One issuer and the BIN prefixes (1 to 11 digits) of the cards it issues.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantSection {
+    pub bins: Vec<String>,
+    pub d1_issuer_id: Option<String>,
+    pub display_name: Option<String>,
+    pub accent_color: Option<String>,
 }
 
 /// Bearer JWTs on the internal API. Tokens name the tenants they may act for in a
@@ -301,6 +313,7 @@ impl Default for Config {
             saas: SaasConfig::default(),
             auth: AuthConfig::default(),
             enrollment: EnrollmentConfig::default(),
+            tenants: Default::default(),
         }
     }
 }

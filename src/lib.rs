@@ -27,7 +27,6 @@
 //! | [`saas`] | the Click to Pay SaaS layer: its JSON contract and our client of it |
 //! | [`webhook`] | Standard Webhooks signing and verification (the SaaS's callbacks) |
 //! | [`sim`] | stand-ins for outside parties: a Visa notification sender, the Click to Pay SaaS simulator |
-//! | [`bench`] | `ctp-issuer bench`: fresh keys and cards, pre-built notifications, a loopback load generator for notifications and for the enrollment API |
 //! | [`cli`] | the command line; `main.rs` only calls it |
 //!
 //! ## Rules of the house
@@ -42,19 +41,25 @@
 pub mod admin;
 pub mod api;
 pub mod app;
-pub mod bench;
+pub mod attempts;
+pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod ctp;
 pub mod enrollment;
 pub mod http;
+pub mod ids;
 pub mod notify;
 pub mod pan;
+pub mod public;
 pub mod registry;
 pub mod routes;
 pub mod saas;
 pub mod sim;
+pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tenants;
 pub mod visa;
 pub mod webhook;
 

@@ -1,6 +1,7 @@
 //! The card number (PAN) and the only three things this service ever does with one:
 //! fingerprint it for lookup, seal it for later sending to the network, and show its last
-//! four digits.
+//! four digits. Also the keyed digest of outside bytes that may hold one (a request body,
+//! a Visa envelope), made from the same keys: [`PanKeys::digest`].
 //!
 //! A [`Pan`] cannot be printed: `Debug` and `Display` show `****1234`, errors about a PAN
 //! never carry its digits, and its memory is wiped on drop. Nothing else in the crate holds
@@ -15,7 +16,7 @@ use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
 use secrecy::{ExposeSecret, SecretBox};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// A syntactically valid card number: 12 to 19 ASCII digits passing the Luhn check.
 #[derive(Clone, PartialEq, Eq)]
@@ -55,6 +56,11 @@ impl Pan {
     /// The last four digits, which PCI DSS allows to be shown and stored.
     pub fn last4(&self) -> &str {
         &self.0[self.0.len() - 4..]
+    }
+
+    /// Whether the card number begins with `prefix` (a BIN range), without showing it.
+    pub fn starts_with(&self, prefix: &str) -> bool {
+        !prefix.is_empty() && self.0.starts_with(prefix)
     }
 
     /// The digits themselves, for the keyed hash and the sealed copy only.
@@ -107,6 +113,8 @@ fn luhn_valid(digits: &[u8]) -> bool {
 pub struct PanKeys {
     fingerprint: BTreeMap<String, hmac::Key>,
     fingerprint_current: String,
+    /// Per fingerprint key version, the key of [`PanKeys::digest`], derived from it.
+    digest: BTreeMap<String, hmac::Key>,
     sealing: BTreeMap<String, LessSafeKey>,
     sealing_current: String,
 }
@@ -139,6 +147,7 @@ impl PanKeys {
     pub fn load(keys_dir: &Path, fingerprint_version: &str, encryption_version: &str) -> Result<Self, PanKeyError> {
         let dir = keys_dir.join("pan");
         let mut fingerprint = BTreeMap::new();
+        let mut digest = BTreeMap::new();
         let mut sealing = BTreeMap::new();
         let entries = std::fs::read_dir(&dir).map_err(|source| PanKeyError::Read { path: dir.display().to_string(), source })?;
         for entry in entries {
@@ -147,7 +156,9 @@ impl PanKeys {
             let Some(stem) = name.strip_suffix(".key") else { continue };
             if let Some(version) = stem.strip_prefix("fingerprint-") {
                 let bytes = read_key_file(&path)?;
-                fingerprint.insert(version.to_owned(), hmac::Key::new(hmac::HMAC_SHA256, bytes.expose_secret()));
+                let key = hmac::Key::new(hmac::HMAC_SHA256, bytes.expose_secret());
+                digest.insert(version.to_owned(), derive_digest_key(&key));
+                fingerprint.insert(version.to_owned(), key);
             } else if let Some(version) = stem.strip_prefix("encryption-") {
                 let bytes = read_key_file(&path)?;
                 let key = UnboundKey::new(&AES_256_GCM, bytes.expose_secret())
@@ -166,6 +177,7 @@ impl PanKeys {
         Ok(Self {
             fingerprint,
             fingerprint_current: fingerprint_version.to_owned(),
+            digest,
             sealing,
             sealing_current: encryption_version.to_owned(),
         })
@@ -183,6 +195,31 @@ impl PanKeys {
         let mut all = vec![self.fingerprint(pan)];
         all.extend(self.fingerprint.iter().filter(|(v, _)| **v != self.fingerprint_current).map(|(v, k)| fingerprint_with(v, k, pan)));
         all
+    }
+
+    /// A keyed digest of outside bytes that may hold a card number: `<version>:<hex>`.
+    ///
+    /// Why keyed: an unkeyed hash of a body holding a card number is the card number to
+    /// anyone who can guess it, and card numbers are guessable (a BIN, the last four digits
+    /// and the Luhn check leave tens of thousands of candidates). The key is derived from
+    /// the current fingerprint key, so it rotates with it: a digest made before a rotation
+    /// no longer matches (an idempotency key or a redelivery then counts as new).
+    pub fn digest(&self, bytes: &[u8]) -> String {
+        let key = &self.digest[&self.fingerprint_current];
+        format!("{}:{}", self.fingerprint_current, hex::encode(hmac::sign(key, bytes).as_ref()))
+    }
+
+    /// A [`PanKeys::digest`] of several parts, each length-prefixed so that no two lists
+    /// of parts digest alike.
+    pub fn digest_parts(&self, parts: &[&[u8]]) -> String {
+        let mut bytes = Vec::new();
+        for part in parts {
+            bytes.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            bytes.extend_from_slice(part);
+        }
+        let digest = self.digest(&bytes);
+        bytes.zeroize();
+        digest
     }
 
     /// Encrypts the card number for storage: `<version>:<base64(nonce || ciphertext)>`.
@@ -215,6 +252,12 @@ impl PanKeys {
         let text = std::str::from_utf8(plain).map_err(|_| UnsealError)?;
         Pan::parse(text).map_err(|_| UnsealError)
     }
+}
+
+/// The digest key of a fingerprint key: HMAC of a fixed label, so that the two keys never
+/// make the same value for the same bytes.
+fn derive_digest_key(fingerprint: &hmac::Key) -> hmac::Key {
+    hmac::Key::new(hmac::HMAC_SHA256, hmac::sign(fingerprint, b"ctp-issuer: digest of outside bytes").as_ref())
 }
 
 fn fingerprint_with(version: &str, key: &hmac::Key, pan: &Pan) -> String {

@@ -6,10 +6,12 @@ use std::time::Instant;
 
 use http::{Method, StatusCode, header};
 
-use crate::app::App;
+use std::sync::Arc;
+
 use crate::http::router::Router;
 use crate::http::{Request, Response, empty};
-use crate::{admin, api, visa};
+use crate::state::Services;
+use crate::{admin, api, public};
 
 #[derive(Debug, Clone, Copy)]
 enum PublicRoute {
@@ -37,8 +39,8 @@ static PUBLIC: LazyLock<Router<PublicRoute>> = LazyLock::new(|| {
 static ADMIN: LazyLock<Router<AdminRoute>> =
     LazyLock::new(|| Router::new([("/metrics", AdminRoute::Metrics), ("/healthz", AdminRoute::Healthz), ("/readyz", AdminRoute::Readyz)]));
 
-/// The listener Visa (and, later, the SaaS layer) calls.
-pub async fn public(app: App, request: Request) -> Response {
+/// The listener Visa and the SaaS layer call.
+pub async fn public(services: Arc<Services>, request: Request) -> Response {
     let started = Instant::now();
     let Some(routed) = PUBLIC.at(request.uri().path()) else {
         return observed("public", "unmatched", started, empty(StatusCode::NOT_FOUND));
@@ -53,22 +55,22 @@ pub async fn public(app: App, request: Request) -> Response {
     let response = match *routed.route {
         PublicRoute::VisaNotification => {
             let tr = routed.param("tokenRequestorID").unwrap_or_default().to_owned();
-            visa::handler::handle(&app, &tr, request).await
+            public::visa_notification::handle(&services, &tr, request).await
         }
-        PublicRoute::SaasCallback => api::saas_callback::handle(&app, request).await,
+        PublicRoute::SaasCallback => public::saas_callback::handle(&services, request).await,
     };
     observed("public", name, started, response)
 }
 
 /// The issuer's own services: the enrollment API and the registry.
-pub async fn internal(app: App, request: Request) -> Response {
+pub async fn internal(services: Arc<Services>, request: Request) -> Response {
     let started = Instant::now();
-    let (response, route) = api::handle(app, request).await;
+    let (response, route) = api::handle(&services, request).await;
     observed("internal", route, started, response)
 }
 
 /// Prometheus and the load balancers.
-pub async fn admin(app: App, request: Request) -> Response {
+pub async fn admin(services: Arc<Services>, request: Request) -> Response {
     let started = Instant::now();
     let Some(routed) = ADMIN.at(request.uri().path()) else {
         return observed("admin", "unmatched", started, empty(StatusCode::NOT_FOUND));
@@ -85,7 +87,7 @@ pub async fn admin(app: App, request: Request) -> Response {
     let response = match route {
         AdminRoute::Metrics => admin::metrics(),
         AdminRoute::Healthz => admin::healthz(),
-        AdminRoute::Readyz => admin::readyz(&app).await,
+        AdminRoute::Readyz => admin::readyz(&services).await,
     };
     observed("admin", name, started, response)
 }

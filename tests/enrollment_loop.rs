@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestDb, TestServer};
-use ctp_issuer::api::auth::{dev_secret_path, mint_token};
-use ctp_issuer::enrollment::CtpEvent;
+use ctp_issuer::auth::{dev_secret_path, mint_token};
+use ctp_issuer::ctp::CtpEvent;
 use ctp_issuer::sim::client::send_with;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -107,7 +107,7 @@ async fn start(db: &TestDb) -> TestServer {
 
 /// Tells the embedded simulator what to get wrong.
 async fn faults(server: &TestServer, faults: Value) {
-    let authority = server.app.saas().base_url().trim_start_matches("http://").to_owned();
+    let authority = server.app.services().enrollment.saas().base_url().trim_start_matches("http://").to_owned();
     let (status, body) = send_with(&authority, None, Method::POST, "/_sim/faults", &[], faults.to_string()).await.unwrap();
     assert!(status.is_success(), "{status} {body:?}");
 }
@@ -223,14 +223,14 @@ async fn every_error_code_of_the_gate_and_the_rules() {
     let (status, body) = api.call(Method::PUT, "/registry/v1/entities/NOPE/kits/K9", json!({"pan": "4242424242424242"})).await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "Y104".into()));
 
-    // Seed 000's rules for addKit, and the others.
+    // M2P's rules for addKit, and the others.
     let (status, body) = api.op("addKit", json!({"entityId": "E1", "kitNo": "K1"})).await;
     assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "Y109".into()));
     assert_eq!(body["exception"]["shortMessage"], "Not a registered Customer");
     let (status, body) = api.op("registerEntityAndKit", json!({"entityId": "E1", "kitNo": "K1"})).await;
     assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "Y100".into()), "profile incomplete: {body}");
     let (status, body) = api.op("registerEntityAndKit", json!({"entityId": "E1", "kitNo": "K404"})).await;
-    assert_eq!(code(&body), "Y100", "{status} {body}");
+    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "Y105".into()), "an unknown kit before an incomplete profile: {body}");
     let (status, body) = api.op("registerEntityAndKit", json!({"entityId": "E404", "kitNo": "K1"})).await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "Y104".into()));
     let (status, body) = api.op("removeEntity", json!({"entityId": "E1", "kitNo": "K1"})).await;
@@ -366,7 +366,8 @@ async fn duplicated_and_reordered_callbacks_change_nothing_twice() {
 }
 
 db_test!(crash_between_in_progress_and_the_saas_call_is_healed, |db: TestDb| async move {
-    use ctp_issuer::store::enrollment::NewOperation;
+    use ctp_issuer::ctp::CtpStatus;
+    use ctp_issuer::store::enrollment::{KitMove, NewTrace, Start, StatusMove};
     let server = start(&db).await;
     let api = Api::new(&server, &[TENANT]);
     api.put_customer("E1", &[("K1", "4111111111111111")]).await;
@@ -375,21 +376,34 @@ db_test!(crash_between_in_progress_and_the_saas_call_is_healed, |db: TestDb| asy
     server
         .app
         .store()
-        .start_operation(&NewOperation {
-            tenant: TENANT,
-            entity_id: "E1",
-            kit_no: Some("K1"),
-            event: CtpEvent::RegisterEntityAndKit,
-            request_id: &request_id,
-            correlation_id: None,
-            next_poll_at: 0,
-        })
+        .start_operation(
+            &Start {
+                tenant: TENANT.into(),
+                entity_id: "E1".into(),
+                entity: StatusMove { from: CtpStatus::Unregistered, to: CtpStatus::RegistrationInProgress },
+                kits: vec![KitMove {
+                    kit_no: "K1".into(),
+                    status: StatusMove { from: CtpStatus::Unregistered, to: CtpStatus::RegistrationInProgress },
+                    payment_instrument_id: None,
+                }],
+                trace: NewTrace {
+                    request_id: request_id.clone(),
+                    kit_no: Some("K1".into()),
+                    event: CtpEvent::RegisterEntityAndKit,
+                    entity_before: CtpStatus::Unregistered,
+                    kit_before: Some(CtpStatus::Unregistered),
+                    correlation_id: None,
+                    next_poll_at: 0,
+                },
+            },
+            ctp_issuer::store::epoch_millis(std::time::SystemTime::now()),
+        )
         .await
         .unwrap();
     assert_eq!(api.entity("E1").await["ctpStatus"], "REGISTRATION_IN_PROGRESS");
     api.wait_for("E1", "ACTIVE", Some(("K1", "ACTIVE"))).await;
     let trace = server.app.store().request_trace(TENANT, &request_id).await.unwrap().unwrap();
-    assert_eq!(trace.status_ctp, "SUCCESS");
+    assert_eq!(trace.status, ctp_issuer::ctp::TraceStatus::Success);
     assert!(trace.request_trace_id.is_some());
     server.stop().await;
 });

@@ -7,9 +7,12 @@ mod common;
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
+use ctp_issuer::pan::PanKeys;
 use ctp_issuer::sim::visa::{NotificationBuilder, enrollment_payload};
 use ctp_issuer::visa::{RawNotification, Rejection, ReplayPolicy, VisaKeyRing};
 use proptest::prelude::*;
+
+static PAN_KEYS: LazyLock<PanKeys> = LazyLock::new(|| PanKeys::load(&common::repo().join("keys"), "v1", "v1").unwrap());
 
 static RING: LazyLock<VisaKeyRing> =
     LazyLock::new(|| VisaKeyRing::load(&common::repo().join("keys"), &["PS256".into(), "HS256".into()]).unwrap());
@@ -30,7 +33,7 @@ static VALID: LazyLock<Vec<String>> = LazyLock::new(|| {
 
 fn open(encrypted_data: &str) -> Result<(), Rejection> {
     let body = serde_json::json!({ "encryptedData": encrypted_data }).to_string();
-    let raw = RawNotification::parse("40010030273", None, body.as_bytes()).map_err(|r| r.reason)?;
+    let raw = RawNotification::parse("40010030273", None, body.as_bytes(), &PAN_KEYS).map_err(|r| r.reason)?;
     let policy = ReplayPolicy { window: Duration::from_secs(3600), require_iat: true };
     raw.open(&RING, policy, SystemTime::now()).map(|_| ()).map_err(|r| r.reason)
 }

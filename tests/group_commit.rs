@@ -1,4 +1,4 @@
-//! Notification writes are batched (group commit, `store::batch`): many concurrent
+//! Notification writes are batched (SQLite's one writer, PostgreSQL's group commit): many concurrent
 //! notifications share one transaction, and each still gets exactly the outcome it would
 //! have had alone — recorded, duplicate, unknown card, or its own database error.
 //! Asked of SQLite and PostgreSQL alike.
@@ -8,9 +8,10 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::TestDb;
-use ctp_issuer::bench::{FreshKeys, Mode, TOKEN_REQUESTOR_ID, build_bodies, fresh_cards};
 use ctp_issuer::pan::{Pan, PanKeys};
-use ctp_issuer::registry::import::sealing_context;
+use ctp_issuer::registry::sealing_context;
+use ctp_issuer::sim::fixtures::{FreshKeys, Mode, TOKEN_REQUESTOR_ID, TestCard, build_bodies, fresh_cards};
+use ctp_issuer::store::attempts::{Announcement, AttemptWrite, Recorded};
 use ctp_issuer::store::{AttemptOutcome, KitRecord, Store};
 use ctp_issuer::visa::{RawNotification, ReplayPolicy, VerifiedNotification, VisaKeyRing};
 use futures_util::future::join_all;
@@ -46,23 +47,24 @@ impl Setup {
             pan_sealed: self.pan_keys.seal(&pan, &sealing_context("T", kit_no)),
             pan_last4: pan.last4().into(),
             expiry: None,
-            first_name: None,
-            last_name: None,
-            email: None,
-            phone: None,
+            name_on_card: None,
+            contact: Default::default(),
         };
-        store.upsert_kit(&record).await.unwrap();
+        store.upsert_kit(&record, false, ctp_issuer::store::epoch_millis(SystemTime::now())).await.unwrap();
     }
 
     /// `per_card` distinct verified notifications for each card, from `token_requestor_id`.
     fn notifications(&self, cards: &[&str], per_card: usize, token_requestor_id: &str) -> Vec<VerifiedNotification> {
-        let cards: Vec<_> = cards.iter().map(|d| ctp_issuer::bench::TestCard::parse(d).unwrap()).collect();
+        let cards: Vec<_> = cards.iter().map(|d| TestCard::parse(d).unwrap()).collect();
         let policy = ReplayPolicy { window: Duration::from_secs(300), require_iat: true };
         build_bodies(&self.keys_dir, Mode::SharedHs256, &cards, 0, cards.len() * per_card)
             .unwrap()
             .iter()
             .map(|b| {
-                RawNotification::parse(token_requestor_id, None, b.as_bytes()).unwrap().open(&self.ring, policy, SystemTime::now()).unwrap()
+                RawNotification::parse(token_requestor_id, None, b.as_bytes(), &self.pan_keys)
+                    .unwrap()
+                    .open(&self.ring, policy, SystemTime::now())
+                    .unwrap()
             })
             .collect()
     }
@@ -70,6 +72,14 @@ impl Setup {
     fn fingerprints(&self, n: &VerifiedNotification) -> Vec<String> {
         self.pan_keys.lookup_fingerprints(&n.attempt().pan)
     }
+}
+
+/// The write of `n`, looked up under `fingerprints`, announced with a marker event.
+fn write(n: &VerifiedNotification, fingerprints: &[String]) -> AttemptWrite {
+    fn announce(recorded: &Recorded<'_>, _: &VerifiedNotification) -> Announcement {
+        Announcement { event_type: "CTP_ENROLLMENT_ATTEMPT", payload: format!("{{\"attemptId\":\"{}\"}}", recorded.attempt_id) }
+    }
+    AttemptWrite { notification: n.clone(), fingerprints: fingerprints.to_vec(), tenant: None, announce }
 }
 
 /// Holds the database's write path for a moment, so that the notifications sent meanwhile
@@ -100,7 +110,7 @@ db_test!(concurrent_notifications_each_get_their_own_outcome, |db: TestDb| async
     ns.extend(unknown);
     let fps: Vec<Vec<String>> = ns.iter().map(|n| s.fingerprints(n)).collect();
 
-    let outcomes = with_writes_held(&db, join_all(ns.iter().zip(&fps).map(|(n, f)| store.record_attempt(n, f)))).await;
+    let outcomes = with_writes_held(&db, join_all(ns.iter().zip(&fps).map(|(n, f)| store.record_attempt(write(n, f))))).await;
     let outcomes: Vec<AttemptOutcome> = outcomes.into_iter().map(Result::unwrap).collect();
 
     // 30 distinct envelopes for known cards: each recorded against its own card's kit.
@@ -139,7 +149,7 @@ db_test!(concurrent_notifications_each_get_their_own_outcome, |db: TestDb| async
     assert!(seen[..31].iter().all(|s| *s));
     assert_eq!(seen[31..], [false, false]);
     // And a redelivery of any of them is a duplicate.
-    assert_eq!(store.record_attempt(&ns[5], &fps[5]).await.unwrap(), AttemptOutcome::Duplicate);
+    assert_eq!(store.record_attempt(write(&ns[5], &fps[5])).await.unwrap(), AttemptOutcome::Duplicate);
     store.close().await;
 });
 
@@ -178,7 +188,7 @@ db_test!(a_notification_whose_write_fails_fails_alone, |db: TestDb| async move {
     ns.insert(3, bad[0].clone());
     let fps: Vec<Vec<String>> = ns.iter().map(|n| s.fingerprints(n)).collect();
 
-    let outcomes = with_writes_held(&db, join_all(ns.iter().zip(&fps).map(|(n, f)| store.record_attempt(n, f)))).await;
+    let outcomes = with_writes_held(&db, join_all(ns.iter().zip(&fps).map(|(n, f)| store.record_attempt(write(n, f))))).await;
     for (i, outcome) in outcomes.iter().enumerate() {
         if i == 3 {
             assert!(outcome.is_err(), "the refused notification must fail (a 500 for Visa): {outcome:?}");
@@ -204,7 +214,7 @@ db_test!(cards_looked_up_under_several_key_versions_batch_too, |db: TestDb| asyn
     // As after a key rotation: the current fingerprint and an older version's, first match
     // wins; here the older one matches nothing.
     let fps: Vec<Vec<String>> = ns.iter().map(|n| vec![s.fingerprints(n)[0].clone(), "v0:stale".into()]).collect();
-    let outcomes = with_writes_held(&db, join_all(ns.iter().zip(&fps).map(|(n, f)| store.record_attempt(n, f)))).await;
+    let outcomes = with_writes_held(&db, join_all(ns.iter().zip(&fps).map(|(n, f)| store.record_attempt(write(n, f))))).await;
     for (i, outcome) in outcomes.into_iter().enumerate() {
         match outcome.unwrap() {
             AttemptOutcome::Recorded { kit, .. } => assert_eq!(kit.kit_no, format!("K{}", i % 5)),
@@ -227,12 +237,12 @@ db_test!(a_duplicate_check_does_not_wait_behind_a_blocked_write, |db: TestDb| as
     s.kit(&store, "K0", &card).await;
     let ns = s.notifications(&[card.as_str()], 2, TOKEN_REQUESTOR_ID);
     let fps = s.fingerprints(&ns[0]);
-    assert!(matches!(store.record_attempt(&ns[0], &fps).await.unwrap(), AttemptOutcome::Recorded { .. }));
+    assert!(matches!(store.record_attempt(write(&ns[0], &fps)).await.unwrap(), AttemptOutcome::Recorded { .. }));
 
     let mut blocker = common::Blocker::hold(&db).await;
     let write = tokio::spawn({
         let (store, n, fps) = (store.clone(), ns[1].clone(), fps.clone());
-        async move { store.record_attempt(&n, &fps).await }
+        async move { store.record_attempt(write(&n, &fps)).await }
     });
     // Give the write time to reach the lock, then ask: the answer must come while the
     // write is still waiting (the lock stays held until after the check, and the write's

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use common::{TestDb, TestServer};
 use ctp_issuer::config::{LogTarget, OutboxConfig};
-use ctp_issuer::notify::publisher::{Publish, PublishError};
+use ctp_issuer::notify::publish::{Publish, PublishError};
 use ctp_issuer::notify::relay::{Relay, RelayError, Round};
 use ctp_issuer::sim::visa::{NotificationBuilder, enrollment_payload};
 use ctp_issuer::store::epoch_millis;

@@ -19,7 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use common::{TestDb, TestServer, amqp_url};
 use ctp_issuer::config::{OutboxConfig, PublisherKind};
-use ctp_issuer::notify::publisher::{Publish, PublishError, Publisher};
+use ctp_issuer::notify::publish::{Publish, PublishError};
+use ctp_issuer::notify::publisher::Publisher;
 use ctp_issuer::notify::relay::{Relay, RelayError, Round};
 use ctp_issuer::notify::{self, RequestFailureData, RequestSuccessData};
 use ctp_issuer::sim::visa::{NotificationBuilder, enrollment_payload};

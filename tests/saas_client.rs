@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use ctp_issuer::config::{HttpConfig, SaasConfig};
-use ctp_issuer::enrollment::CtpEvent;
+use ctp_issuer::ctp::CtpEvent;
 use ctp_issuer::pan::Pan;
 use ctp_issuer::saas::wire::{
     BillingAddress, Callback, ConsumerInformation, Intent, Outcome, OutcomeResult, PaymentInstrument, RequestState, SaasRequest,

@@ -7,10 +7,19 @@ use std::time::{Duration, SystemTime};
 
 use common::TestDb;
 use ctp_issuer::pan::{Pan, PanKeys};
-use ctp_issuer::registry::import::{import_kits, sealing_context};
+use ctp_issuer::registry::import::import_kits;
+use ctp_issuer::registry::{CardRegistry, sealing_context};
 use ctp_issuer::sim::visa::{NotificationBuilder, enrollment_payload};
+use ctp_issuer::store::attempts::{Announcement, AttemptWrite, Recorded};
+use ctp_issuer::store::registry::ImportedContact;
 use ctp_issuer::store::{AttemptOutcome, KitRecord, KitUpsert, Store};
+use ctp_issuer::tenants::Tenants;
 use ctp_issuer::visa::{RawNotification, ReplayPolicy, VerifiedNotification, VisaKeyRing};
+use std::sync::Arc;
+
+fn tenant(id: &str) -> ctp_issuer::ids::TenantId {
+    ctp_issuer::ids::TenantId::parse(id).unwrap()
+}
 
 fn keys() -> PanKeys {
     PanKeys::load(&common::repo().join("keys"), "v1", "v1").unwrap()
@@ -26,11 +35,26 @@ fn kit(keys: &PanKeys, tenant: &str, kit_no: &str, pan: &str) -> KitRecord {
         pan_sealed: keys.seal(&pan, &sealing_context(tenant, kit_no)),
         pan_last4: pan.last4().into(),
         expiry: Some("2030-01".into()),
-        first_name: Some("Ana".into()),
-        last_name: None,
-        email: None,
-        phone: None,
+        name_on_card: None,
+        contact: ImportedContact { first_name: Some("Ana".into()), ..ImportedContact::default() },
     }
+}
+
+/// A single-issuer registry on `store` with the development keys.
+fn registry(store: &Store) -> CardRegistry {
+    CardRegistry::new(store.clone(), Arc::new(keys()), Arc::new(Tenants::default()))
+}
+
+fn now() -> i64 {
+    ctp_issuer::store::epoch_millis(SystemTime::now())
+}
+
+/// The write of a verified notification, announced with a marker event.
+fn write(keys: &PanKeys, n: &VerifiedNotification) -> AttemptWrite {
+    fn announce(recorded: &Recorded<'_>, _: &VerifiedNotification) -> Announcement {
+        Announcement { event_type: "CTP_ENROLLMENT_ATTEMPT", payload: format!("{{\"attemptId\":\"{}\"}}", recorded.attempt_id) }
+    }
+    AttemptWrite { notification: n.clone(), fingerprints: keys.lookup_fingerprints(&n.attempt().pan), tenant: None, announce }
 }
 
 /// A real, verified notification for `pan` (the only way to make one).
@@ -41,7 +65,7 @@ fn verified(pan: &str) -> VerifiedNotification {
         .body(&enrollment_payload(pan, "Ana", "Lima", "ana@example.com", "+55 11 5555-0100"), SystemTime::now())
         .unwrap();
     let ring = VisaKeyRing::load(&dir, &["PS256".into()]).unwrap();
-    RawNotification::parse("40010030273", None, body.as_bytes())
+    RawNotification::parse("40010030273", None, body.as_bytes(), &keys())
         .unwrap()
         .open(&ring, ReplayPolicy { window: Duration::from_secs(60), require_iat: true }, SystemTime::now())
         .unwrap()
@@ -51,39 +75,38 @@ db_test!(kit_upsert_is_idempotent_and_guards_card_ownership, |db: TestDb| async 
     let store: Store = db.store().await;
     let keys = keys();
     let k = kit(&keys, "T1", "K1", "4111111111111111");
-    assert_eq!(store.upsert_kit(&k).await.unwrap(), KitUpsert::Inserted);
+    assert_eq!(store.upsert_kit(&k, false, now()).await.unwrap(), KitUpsert::Inserted);
     // Same data, freshly sealed (new nonce): nothing changes.
     let again = kit(&keys, "T1", "K1", "4111111111111111");
-    assert_eq!(store.upsert_kit(&again).await.unwrap(), KitUpsert::Unchanged);
+    assert_eq!(store.upsert_kit(&again, false, now()).await.unwrap(), KitUpsert::Unchanged);
     // A changed expiry or name is an update.
     let mut changed = again.clone();
     changed.expiry = Some("2031-02".into());
-    assert_eq!(store.upsert_kit(&changed).await.unwrap(), KitUpsert::Updated);
+    assert_eq!(store.upsert_kit(&changed, false, now()).await.unwrap(), KitUpsert::Updated);
     let mut renamed = changed.clone();
-    renamed.last_name = Some("Lima".into());
-    assert_eq!(store.upsert_kit(&renamed).await.unwrap(), KitUpsert::Updated);
+    renamed.contact.last_name = Some("Lima".into());
+    assert_eq!(store.upsert_kit(&renamed, false, now()).await.unwrap(), KitUpsert::Updated);
     // The same card under another kit, in this tenant or another, is refused.
-    assert_eq!(store.upsert_kit(&kit(&keys, "T1", "K2", "4111111111111111")).await.unwrap(), KitUpsert::CardTaken);
-    assert_eq!(store.upsert_kit(&kit(&keys, "T2", "K1", "4111111111111111")).await.unwrap(), KitUpsert::CardTaken);
+    assert_eq!(store.upsert_kit(&kit(&keys, "T1", "K2", "4111111111111111"), false, now()).await.unwrap(), KitUpsert::CardTaken);
+    assert_eq!(store.upsert_kit(&kit(&keys, "T2", "K1", "4111111111111111"), false, now()).await.unwrap(), KitUpsert::CardTaken);
     // A kit reissued with a new card number is an update.
-    assert_eq!(store.upsert_kit(&kit(&keys, "T1", "K1", "4242424242424242")).await.unwrap(), KitUpsert::Updated);
+    assert_eq!(store.upsert_kit(&kit(&keys, "T1", "K1", "4242424242424242"), false, now()).await.unwrap(), KitUpsert::Updated);
     store.close().await;
 });
 
 db_test!(attempt_is_recorded_once_with_its_outbox_event, |db: TestDb| async move {
     let store = db.store().await;
     let keys = keys();
-    store.upsert_kit(&kit(&keys, "T1", "K1", "4111111111111111")).await.unwrap();
+    store.upsert_kit(&kit(&keys, "T1", "K1", "4111111111111111"), false, now()).await.unwrap();
     let n = verified("4111111111111111");
-    let fingerprints = keys.lookup_fingerprints(&n.attempt().pan);
 
     assert!(!store.attempt_seen(n.envelope_hash()).await.unwrap());
-    let AttemptOutcome::Recorded { attempt_id, kit } = store.record_attempt(&n, &fingerprints).await.unwrap() else {
+    let AttemptOutcome::Recorded { attempt_id, kit } = store.record_attempt(write(&keys, &n)).await.unwrap() else {
         panic!("not recorded")
     };
     assert_eq!((kit.tenant.as_str(), kit.kit_no.as_str(), kit.entity_id.as_str()), ("T1", "K1", "E-K1"));
     assert!(store.attempt_seen(n.envelope_hash()).await.unwrap());
-    assert_eq!(store.record_attempt(&n, &fingerprints).await.unwrap(), AttemptOutcome::Duplicate);
+    assert_eq!(store.record_attempt(write(&keys, &n)).await.unwrap(), AttemptOutcome::Duplicate);
 
     let rows = store.recent_attempts(10).await.unwrap();
     assert_eq!(rows.len(), 1);
@@ -96,15 +119,13 @@ db_test!(attempt_is_recorded_once_with_its_outbox_event, |db: TestDb| async move
     assert_eq!(events[0].event_type, "CTP_ENROLLMENT_ATTEMPT");
 
     let stranger = verified("4000000000000002");
-    let fps = keys.lookup_fingerprints(&stranger.attempt().pan);
-    assert_eq!(store.record_attempt(&stranger, &fps).await.unwrap(), AttemptOutcome::UnknownCard);
+    assert_eq!(store.record_attempt(write(&keys, &stranger)).await.unwrap(), AttemptOutcome::UnknownCard);
     assert_eq!(store.pending_outbox(10).await.unwrap().len(), 1, "an unknown card wrote an event");
     store.close().await;
 });
 
 db_test!(import_reports_bad_rows_by_line_and_writes_the_good_ones, |db: TestDb| async move {
     let store = db.store().await;
-    let keys = keys();
     let csv = "\
 kit_no,entity_id,pan,expiry,email,phone
 K1,E1,4111111111111111,2030-01,a@example.com,+1 555 0100
@@ -116,25 +137,25 @@ K6,E3,4000056655665556,,not-an-email,
 K7,E3,4000056655665556,,,
 K8,E3,4111111111111111,,,
 ";
-    let report = import_kits(csv.as_bytes(), Some("DEMO"), &store, &keys, |_| {}).await.unwrap();
+    let report = import_kits(csv.as_bytes(), Some(&tenant("DEMO")), &registry(&store), |_| {}).await.unwrap();
     assert_eq!((report.inserted, report.updated, report.unchanged), (2, 0, 0), "{report:?}");
     let lines: Vec<(u64, &str)> = report.rejected.iter().map(|e| (e.line, e.message.as_str())).collect();
     assert_eq!(
         lines,
         vec![
             (3, "pan: card number fails the Luhn check"),
-            (4, "expiry must be YYYY-MM"),
+            (4, "expiry must be YYYY-MM, month 01 to 12"),
             (5, "pan: card number must have 12 to 19 digits, it has 8"),
             (6, "entity_id is empty"),
             (7, "email is not an email address"),
-            (9, "card number is already registered to another kit"),
+            (9, "pan: card number is already registered to another kit"),
         ]
     );
     for e in &report.rejected {
         assert!(!e.message.contains("4111") && !e.message.contains("4012"), "a row error quoted a card: {e}");
     }
     // The same file again changes nothing and reports the same rejections.
-    let again = import_kits(csv.as_bytes(), Some("DEMO"), &store, &keys, |_| {}).await.unwrap();
+    let again = import_kits(csv.as_bytes(), Some(&tenant("DEMO")), &registry(&store), |_| {}).await.unwrap();
     assert_eq!((again.inserted, again.updated, again.unchanged, again.rejected.len()), (0, 0, 2, 6));
     store.close().await;
 });
@@ -143,14 +164,14 @@ K8,E3,4111111111111111,,,
 async fn import_needs_the_required_columns_and_a_tenant() {
     let db = TestDb::sqlite();
     let store = db.store().await;
-    let keys = keys();
-    let err = import_kits("kit_no,pan\nK1,4111111111111111\n".as_bytes(), Some("T"), &store, &keys, |_| {}).await.unwrap_err();
+    let registry = registry(&store);
+    let err = import_kits("kit_no,pan\nK1,4111111111111111\n".as_bytes(), Some(&tenant("T")), &registry, |_| {}).await.unwrap_err();
     assert!(err.to_string().contains("entity_id"), "{err}");
-    let err = import_kits("kit_no,entity_id,pan\nK1,E1,4111111111111111\n".as_bytes(), None, &store, &keys, |_| {}).await.unwrap_err();
+    let err = import_kits("kit_no,entity_id,pan\nK1,E1,4111111111111111\n".as_bytes(), None, &registry, |_| {}).await.unwrap_err();
     assert!(err.to_string().contains("--tenant"), "{err}");
     // A tenant column beats --tenant; an empty cell falls back to it.
     let csv = "tenant,kit_no,entity_id,pan\nA,K1,E1,4111111111111111\n,K2,E2,4242424242424242\n";
-    let report = import_kits(csv.as_bytes(), Some("B"), &store, &keys, |_| {}).await.unwrap();
+    let report = import_kits(csv.as_bytes(), Some(&tenant("B")), &registry, |_| {}).await.unwrap();
     assert_eq!(report.inserted, 2);
 }
 
@@ -179,7 +200,7 @@ proptest::proptest! {
             let store = db.store().await;
             let mut input = if header { b"tenant,entity_id,kit_no,pan\nT,E1,K1,4111111111111111\n".to_vec() } else { Vec::new() };
             input.extend_from_slice(&noise);
-            match import_kits(input.as_slice(), Some("T"), &store, &keys(), |_| {}).await {
+            match import_kits(input.as_slice(), Some(&tenant("T")), &registry(&store), |_| {}).await {
                 Ok(report) => {
                     for e in report.rejected {
                         assert!(!e.message.contains("4111111111111111"));

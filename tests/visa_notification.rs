@@ -104,7 +104,7 @@ db_test!(duplicate_delivery_is_recorded_once, |db: TestDb| async move {
     assert_eq!(server.notify(TR, body.clone()).await, StatusCode::OK);
     assert_eq!(server.notify(TR, body.clone()).await, StatusCode::OK);
     std::fs::remove_file(keys.join("shared/shared-dev-1.secret")).unwrap();
-    server.app.reload_visa_keys().unwrap();
+    server.app.services().reload_visa_keys().unwrap();
     assert_eq!(server.notify(TR, body.clone()).await, StatusCode::OK);
     assert_eq!(server.notify(TR, shared.body(&payload(CARD_3), now()).unwrap()).await, StatusCode::UNAUTHORIZED);
     assert_eq!(server.app.store().recent_attempts(10).await.unwrap().len(), 2);
@@ -416,19 +416,19 @@ async fn keys_rotate_by_files() {
 
     // Not yet loaded: 401.
     assert_eq!(server.notify(TR, new.body(&payload(CARD_1), now()).unwrap()).await, StatusCode::UNAUTHORIZED);
-    server.app.reload_visa_keys().unwrap();
+    server.app.services().reload_visa_keys().unwrap();
     // Both generations are valid at once.
     assert_eq!(server.notify(TR, new.body(&payload(CARD_1), now()).unwrap()).await, StatusCode::OK);
     assert_eq!(server.notify(TR, old.body(&payload(CARD_2), now()).unwrap()).await, StatusCode::OK);
     // The old pair is retired.
     std::fs::remove_file(keys.join("visa/715EA257.pem")).unwrap();
     std::fs::remove_file(keys.join("issuer/issuer-dev-1.pem")).unwrap();
-    server.app.reload_visa_keys().unwrap();
+    server.app.services().reload_visa_keys().unwrap();
     assert_eq!(server.notify(TR, old.body(&payload(CARD_3), now()).unwrap()).await, StatusCode::UNAUTHORIZED);
     assert_eq!(server.notify(TR, new.body(&payload(CARD_3), now()).unwrap()).await, StatusCode::OK);
     // A broken key file makes the reload fail and keeps the ring that works.
     std::fs::write(keys.join("visa/BROKEN.pem"), "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n").unwrap();
-    assert!(server.app.reload_visa_keys().is_err());
+    assert!(server.app.services().reload_visa_keys().is_err());
     assert_eq!(server.notify(TR, new.body(&payload(CARD_4), now()).unwrap()).await, StatusCode::OK);
     server.stop().await;
 }

@@ -1,4 +1,4 @@
-//! Seed 000's response envelope, `{result, exception, pagination}`, and the catalogue of
+//! M2P's response envelope, `{result, exception, pagination}`, and the catalogue of
 //! stable error codes. Every internal API error is one [`ApiError`], mapped to a status
 //! and an envelope here, once. Internal causes are logged by the caller, never sent.
 
@@ -25,7 +25,7 @@ pub enum ErrorCode {
     KitNotFound,
     /// Y106: no such request.
     RequestNotFound,
-    /// Y109 (seed 000): the entity has no ACTIVE Click to Pay registration.
+    /// Y109 (M2P's): the entity has no ACTIVE Click to Pay registration.
     NotRegistered,
     /// Y110: the entity is already registered.
     AlreadyRegistered,
@@ -37,6 +37,8 @@ pub enum ErrorCode {
     RequestInProgress,
     /// Y120: the Idempotency-Key was used with another body.
     IdempotencyConflict,
+    /// Y121: a request with this Idempotency-Key is still running.
+    IdempotencyInFlight,
     /// Y130: the Click to Pay network (SaaS layer) is unreachable; nothing was changed.
     NetworkUnavailable,
     /// Y131: the Click to Pay network refused the request.
@@ -50,7 +52,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         Self::InvalidRequest,
         Self::MissingTenant,
         Self::Unauthorized,
@@ -64,6 +66,7 @@ impl ErrorCode {
         Self::KitNotEnrolled,
         Self::RequestInProgress,
         Self::IdempotencyConflict,
+        Self::IdempotencyInFlight,
         Self::NetworkUnavailable,
         Self::NetworkRejected,
         Self::NoSuchRoute,
@@ -88,6 +91,7 @@ impl ErrorCode {
             KitNotEnrolled => ("Y112", StatusCode::CONFLICT, "Kit not enrolled on Click to Pay"),
             RequestInProgress => ("Y113", StatusCode::CONFLICT, "A Click to Pay request for this customer is in progress"),
             IdempotencyConflict => ("Y120", StatusCode::CONFLICT, "Idempotency-Key reused with a different request"),
+            IdempotencyInFlight => ("Y121", StatusCode::CONFLICT, "A request with this Idempotency-Key is still running"),
             NetworkUnavailable => ("Y130", StatusCode::SERVICE_UNAVAILABLE, "Click to Pay network unavailable"),
             NetworkRejected => ("Y131", StatusCode::UNPROCESSABLE_ENTITY, "Rejected by the Click to Pay network"),
             NoSuchRoute => ("Y404", StatusCode::NOT_FOUND, "No such endpoint"),
@@ -165,7 +169,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes_are_unique_and_y109_is_seed_000s() {
+    fn codes_are_unique_and_y109_is_m2ps() {
         let mut codes: Vec<_> = ErrorCode::ALL.iter().map(|c| c.describe().0).collect();
         codes.sort();
         codes.dedup();

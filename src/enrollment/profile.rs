@@ -1,8 +1,11 @@
 //! An entity's Click to Pay profile and the rules it must meet before anything is sent to
-//! the network: Visa's field limits (protocol.md §2) and the stricter of what M2P, Pismo
-//! and Thales accept (seeds 000, 002, 004).
+//! the network: the field limits of Visa's Click to Pay issuer API (VICA), and the stricter
+//! of what M2P's Click to Pay module, Pismo's tokenization API and Thales D1's Click to Pay
+//! API accept.
 
 use serde::{Deserialize, Serialize};
+
+use crate::store::registry::ImportedContact;
 
 /// What the issuer tells us about a customer. Every field is optional at the registry;
 /// registration requires names, an email and a phone (Pismo's rule, Visa's need).
@@ -77,10 +80,26 @@ pub struct FieldError {
     pub rule: &'static str,
 }
 
-/// Characters Visa refuses in a billing address (protocol.md §2).
+/// Characters Visa refuses in a billing address (VICA's documentation lists them).
 const ADDRESS_FORBIDDEN: &[char] = &['[', ']', '{', '}', ':', '&', '$', '^', '!', '=', ';', '*', '#', '`', '<', '>', '"', '@'];
 
 impl EntityProfile {
+    /// The profile the registry holds for an entity: the document the API saved (an
+    /// unreadable one counts as empty), with names, email and phone taken from the card
+    /// file where the document has none.
+    pub fn from_stored(document: Option<&str>, imported: &ImportedContact) -> Self {
+        let mut profile: EntityProfile = document.and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
+        profile.first_name = profile.first_name.or_else(|| imported.first_name.clone());
+        profile.last_name = profile.last_name.or_else(|| imported.last_name.clone());
+        if profile.emails.is_empty() {
+            profile.emails.extend(imported.email.clone());
+        }
+        if profile.phones.is_empty() {
+            profile.phones.extend(imported.phone.clone());
+        }
+        profile
+    }
+
     /// Checks every present field against its limits.
     pub fn validate(&self) -> Result<(), FieldError> {
         let err = |field: &str, rule| Err(FieldError { field: field.to_owned(), rule });
@@ -213,7 +232,7 @@ impl EntityProfile {
     }
 
     /// Whether a change from `self` to `next` touches what CTP_UPDATE_ENTITY carries
-    /// (names, emails, phones) — seed 003's automatic update.
+    /// (names, emails, phones) — M2P's automatic update.
     pub fn identity_differs(&self, next: &EntityProfile) -> bool {
         (&self.first_name, &self.middle_name, &self.last_name, &self.emails, &self.phones)
             != (&next.first_name, &next.middle_name, &next.last_name, &next.emails, &next.phones)

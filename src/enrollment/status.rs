@@ -1,81 +1,20 @@
-//! Statuses (seed 003) and the one table of legal transitions.
+//! The one table of legal status transitions (M2P's Click to Pay lifecycle).
 //!
 //! Every status change in the service is asked of [`plan_start`] (when an operation is
 //! sent) or [`plan_finish`] (when its result arrives). Anything the table does not list is
 //! refused, counted, and changes nothing: a callback for a finished request, a SUCCESS
 //! after a FAILED, an add-card for a customer who is not ACTIVE.
 
-use std::fmt;
+use crate::ctp::{CtpEvent, CtpStatus, TraceStatus};
 
-use super::CtpEvent;
-
-/// Status of an entity (customer) or a kit (card) on Click to Pay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CtpStatus {
-    Unregistered,
-    RegistrationInProgress,
-    Active,
-    RemovalInProgress,
-    Removed,
-    Disabled,
+/// Whether an operation may (re-)register a customer or a card from `status`.
+fn registrable(status: CtpStatus) -> bool {
+    matches!(status, CtpStatus::Unregistered | CtpStatus::Removed)
 }
 
-impl CtpStatus {
-    pub const ALL: [CtpStatus; 6] =
-        [Self::Unregistered, Self::RegistrationInProgress, Self::Active, Self::RemovalInProgress, Self::Removed, Self::Disabled];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Unregistered => "UNREGISTERED",
-            Self::RegistrationInProgress => "REGISTRATION_IN_PROGRESS",
-            Self::Active => "ACTIVE",
-            Self::RemovalInProgress => "REMOVAL_IN_PROGRESS",
-            Self::Removed => "REMOVED",
-            Self::Disabled => "DISABLED",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|v| v.as_str() == s)
-    }
-
-    /// Whether an operation may (re-)register from here.
-    fn registrable(self) -> bool {
-        matches!(self, Self::Unregistered | Self::Removed)
-    }
-}
-
-impl fmt::Display for CtpStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Status of one asynchronous request: IN_PROGRESS, then SUCCESS or FAILED, never back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TraceStatus {
-    InProgress,
-    Success,
-    Failed,
-}
-
-impl TraceStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InProgress => "IN_PROGRESS",
-            Self::Success => "SUCCESS",
-            Self::Failed => "FAILED",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::InProgress, Self::Success, Self::Failed].into_iter().find(|v| v.as_str() == s)
-    }
-
-    /// The request trace lifecycle: only IN_PROGRESS may finish, and only once.
-    pub fn can_become(self, next: TraceStatus) -> bool {
-        self == Self::InProgress && next != Self::InProgress
-    }
+/// The request trace lifecycle: only IN_PROGRESS may finish, and only once.
+pub fn trace_may_become(from: TraceStatus, next: TraceStatus) -> bool {
+    from == TraceStatus::InProgress && next != TraceStatus::InProgress
 }
 
 /// Why an operation may not start. Each maps to a stable API error code.
@@ -117,11 +56,11 @@ pub fn plan_start(event: CtpEvent, entity: CtpStatus, kit: Option<CtpStatus>) ->
     }
     match event {
         RegisterEntityAndKit => {
-            if !entity.registrable() {
+            if !registrable(entity) {
                 return Err(if entity == Active { Refusal::AlreadyRegistered } else { Refusal::NotRegistered });
             }
             match kit {
-                Some(k) if k.registrable() => Ok(StartPlan { entity: Some(RegistrationInProgress), kit: Some(RegistrationInProgress) }),
+                Some(k) if registrable(k) => Ok(StartPlan { entity: Some(RegistrationInProgress), kit: Some(RegistrationInProgress) }),
                 Some(_) => Err(Refusal::KitAlreadyEnrolled),
                 None => Err(Refusal::KitNotEnrolled),
             }
@@ -131,7 +70,7 @@ pub fn plan_start(event: CtpEvent, entity: CtpStatus, kit: Option<CtpStatus>) ->
                 return Err(Refusal::NotRegistered);
             }
             match kit {
-                Some(k) if k.registrable() => Ok(StartPlan { entity: None, kit: Some(RegistrationInProgress) }),
+                Some(k) if registrable(k) => Ok(StartPlan { entity: None, kit: Some(RegistrationInProgress) }),
                 _ => Err(Refusal::KitAlreadyEnrolled),
             }
         }
@@ -192,24 +131,13 @@ mod tests {
     use CtpStatus::*;
 
     #[test]
-    fn names_round_trip() {
-        for s in CtpStatus::ALL {
-            assert_eq!(CtpStatus::parse(s.as_str()), Some(s));
-        }
-        for e in CtpEvent::ALL {
-            assert_eq!(CtpEvent::parse(e.as_str()), Some(e));
-        }
-        assert_eq!(CtpStatus::parse("active"), None);
-    }
-
-    #[test]
     fn trace_lifecycle_is_one_way() {
         use TraceStatus::*;
         let all = [InProgress, Success, Failed];
         for from in all {
             for to in all {
                 let legal = from == InProgress && to != InProgress;
-                assert_eq!(from.can_become(to), legal, "{from:?} -> {to:?}");
+                assert_eq!(trace_may_become(from, to), legal, "{from:?} -> {to:?}");
             }
         }
     }

@@ -12,7 +12,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::mask::mask_personal_data;
-use super::publisher::{Publish, PublishError};
+use super::publish::{Publish, PublishError};
 use crate::config::{LogPayloads, LogTarget};
 use crate::store::outbox::OutboxEvent;
 

@@ -1,12 +1,12 @@
 //! What the rest of the issuer hears from us: events written to the transactional outbox
-//! in the same transaction as the change they announce, in seed 003's envelope
+//! in the same transaction as the change they announce, in M2P's envelope
 //! (`business`, `transactionType`, `serverNotifyData`). Publishing them is the [`relay`]'s
-//! job, through a [`publisher::Publish`]er: [`rabbitmq`] or the embedded [`log`]. The
-//! operator's side is [`admin_cli`]; the consumer's side is `docs/outbox.md`.
+//! job, through a [`publish::Publish`]er: [`rabbitmq`] or the embedded [`log`]. The
+//! operator's side is `ctp-issuer outbox`; the consumer's side is `docs/outbox.md`.
 
-pub mod admin_cli;
 pub mod log;
 pub mod mask;
+pub mod publish;
 pub mod publisher;
 pub mod rabbitmq;
 pub mod relay;
@@ -115,7 +115,7 @@ pub fn request_failure_payload(event: &'static str, data: RequestFailureData<'_>
     message(event, data.tenant, data)
 }
 
-/// Wraps `data` in seed 003's envelope, as JSON text.
+/// Wraps `data` in M2P's envelope, as JSON text.
 fn message<T: Serialize>(event: &'static str, tenant: &str, data: T) -> String {
     let message = Notification { business: tenant.to_owned(), transaction_type: event, server_notify_data: data };
     serde_json::to_string(&message).expect("serializing plain strings cannot fail")

@@ -29,7 +29,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::{Instant, timeout, timeout_at};
 
-use super::publisher::{Publish, PublishError};
+use super::publish::{Publish, PublishError};
 use crate::config::OutboxConfig;
 use crate::store::outbox::OutboxEvent;
 

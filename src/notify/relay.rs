@@ -25,7 +25,8 @@ use serde::de::IgnoredAny;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::publisher::{Publish, PublishError, Publisher};
+use super::publish::{Publish, PublishError};
+use super::publisher::Publisher;
 use crate::config::OutboxConfig;
 use crate::store::outbox::{OutboxEvent, Retry};
 use crate::store::{Store, StoreError, epoch_millis};

@@ -1,16 +1,28 @@
 //! `ctp-issuer kits import`: loads the issuer's card registry from CSV.
 //!
 //! Columns are found by header name: `entity_id`, `kit_no`, `pan` are required; `tenant`,
-//! `expiry` (YYYY-MM), `first_name`, `last_name`, `email`, `phone` are optional. Rows are
-//! streamed (bounded memory for any file size); each row is checked on its own and stored
-//! in its own transaction, so a bad row is reported with its line number and nothing of it
-//! is written, while the good rows around it are. Re-importing the same file changes
-//! nothing.
+//! `expiry` (YYYY-MM), `name_on_card`, `first_name`, `last_name`, `email`, `phone` are
+//! optional. Rows are streamed (bounded memory for any file size). Each row is checked on
+//! its own and stored as a write of its own, so a bad row is reported with its line number
+//! and nothing of it is written, while the good rows around it are. Re-importing the same
+//! file changes nothing.
+//!
+//! Rows are stored [`IN_FLIGHT`] at a time, so that the database can write many in one
+//! transaction (SQLite's writer and PostgreSQL both do); outcomes are counted in row order.
 
 use std::io::Read;
 
-use crate::pan::{Pan, PanKeys};
-use crate::store::{KitRecord, KitUpsert, Store, StoreError};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+
+use super::{CardRegistry, NewCard, PutError, Stored};
+use crate::ids::{EntityId, Expiry, IdError, KitNo, TenantId};
+use crate::pan::Pan;
+use crate::store::StoreError;
+use crate::store::registry::ImportedContact;
+
+/// Rows being stored at once.
+pub const IN_FLIGHT: usize = 256;
 
 /// Counts for the summary line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -52,12 +64,13 @@ pub enum ImportError {
 }
 
 /// Where each known column sits in the file.
-struct Columns {
+pub struct Columns {
     tenant: Option<usize>,
     entity_id: usize,
     kit_no: usize,
     pan: usize,
     expiry: Option<usize>,
+    name_on_card: Option<usize>,
     first_name: Option<usize>,
     last_name: Option<usize>,
     email: Option<usize>,
@@ -65,7 +78,7 @@ struct Columns {
 }
 
 impl Columns {
-    fn from_header(header: &csv::StringRecord, default_tenant: Option<&str>) -> Result<Self, ImportError> {
+    pub fn from_header(header: &csv::StringRecord, default_tenant: Option<&TenantId>) -> Result<Self, ImportError> {
         let find = |name: &str| header.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
         let need = |name: &str| find(name).ok_or_else(|| ImportError::Header(format!("missing required column `{name}`")));
         let columns = Self {
@@ -74,6 +87,7 @@ impl Columns {
             kit_no: need("kit_no")?,
             pan: need("pan")?,
             expiry: find("expiry"),
+            name_on_card: find("name_on_card"),
             first_name: find("first_name"),
             last_name: find("last_name"),
             email: find("email"),
@@ -86,60 +100,18 @@ impl Columns {
     }
 }
 
-/// Streams `input` into the store. `progress` is called with the bytes read so far after
-/// each row (for a progress bar).
-pub async fn import_kits<R: Read>(
-    input: R,
-    default_tenant: Option<&str>,
-    store: &Store,
-    keys: &PanKeys,
-    mut progress: impl FnMut(u64),
-) -> Result<ImportReport, ImportError> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(input);
-    let header = reader.headers().map_err(|e| ImportError::Header(e.to_string()))?.clone();
-    let columns = Columns::from_header(&header, default_tenant)?;
-    let mut report = ImportReport::default();
-    let mut record = csv::StringRecord::new();
-    loop {
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            // A CSV syntax error carries the raw field bytes in its message: report only
-            // where it happened.
-            Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
-                return Err(ImportError::Csv(format!("malformed CSV near line {line}")));
-            }
-        }
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
-        match kit_from_row(&record, &columns, default_tenant, keys) {
-            Err(message) => report.rejected.push(RowError { line, message }),
-            Ok(kit) => match store.upsert_kit(&kit).await? {
-                KitUpsert::Inserted => report.inserted += 1,
-                KitUpsert::Updated => report.updated += 1,
-                KitUpsert::Unchanged => report.unchanged += 1,
-                KitUpsert::CardTaken => {
-                    report.rejected.push(RowError { line, message: "card number is already registered to another kit".into() })
-                }
-            },
-        }
-        progress(reader.position().byte());
-        record.clear();
-    }
-    Ok(report)
-}
-
-/// Validates one row and turns it into a storable kit.
-fn kit_from_row(row: &csv::StringRecord, columns: &Columns, default_tenant: Option<&str>, keys: &PanKeys) -> Result<KitRecord, String> {
+/// Checks one row and turns it into a card. The error names the field and the rule.
+pub fn card_from_row(row: &csv::StringRecord, columns: &Columns, default_tenant: Option<&TenantId>) -> Result<NewCard, String> {
     let get = |i: Option<usize>| i.and_then(|i| row.get(i)).map(str::trim).filter(|s| !s.is_empty());
-    let tenant = get(columns.tenant).or(default_tenant).ok_or("tenant is empty")?;
-    let entity_id = get(Some(columns.entity_id)).ok_or("entity_id is empty")?;
-    let kit_no = get(Some(columns.kit_no)).ok_or("kit_no is empty")?;
-    check_identifier("tenant", tenant)?;
-    check_identifier("entity_id", entity_id)?;
-    check_identifier("kit_no", kit_no)?;
+    let id_error = |e: IdError| e.to_string().replace("entityId", "entity_id").replace("kitNo", "kit_no");
+    let tenant = match get(columns.tenant) {
+        Some(t) => TenantId::parse(t).map_err(id_error)?,
+        None => default_tenant.cloned().ok_or("tenant is empty")?,
+    };
+    let entity_id = EntityId::parse(get(Some(columns.entity_id)).ok_or("entity_id is empty")?).map_err(id_error)?;
+    let kit_no = KitNo::parse(get(Some(columns.kit_no)).ok_or("kit_no is empty")?).map_err(id_error)?;
     let pan = Pan::parse(get(Some(columns.pan)).unwrap_or("")).map_err(|e| format!("pan: {e}"))?;
-    let expiry = get(columns.expiry).map(check_expiry).transpose()?;
+    let expiry = get(columns.expiry).map(Expiry::parse).transpose().map_err(|e| e.to_string())?;
     let email = get(columns.email);
     if email.is_some_and(|e| e.chars().count() > 254 || !e.contains('@')) {
         return Err("email is not an email address".into());
@@ -153,62 +125,85 @@ fn kit_from_row(row: &csv::StringRecord, columns: &Columns, default_tenant: Opti
             return Err(format!("{name} is longer than 80 characters"));
         }
     }
-    Ok(KitRecord {
-        tenant: tenant.to_owned(),
-        entity_id: entity_id.to_owned(),
-        kit_no: kit_no.to_owned(),
-        pan_fingerprint: keys.fingerprint(&pan),
-        pan_sealed: keys.seal(&pan, &sealing_context(tenant, kit_no)),
-        pan_last4: pan.last4().to_owned(),
+    Ok(NewCard {
+        tenant,
+        entity_id,
+        kit_no,
+        pan,
         expiry,
-        first_name: get(columns.first_name).map(String::from),
-        last_name: get(columns.last_name).map(String::from),
-        email: email.map(String::from),
-        phone: phone.map(String::from),
+        name_on_card: get(columns.name_on_card).map(String::from),
+        contact: ImportedContact {
+            first_name: get(columns.first_name).map(String::from),
+            last_name: get(columns.last_name).map(String::from),
+            email: email.map(String::from),
+            phone: phone.map(String::from),
+        },
     })
 }
 
-/// The associated data a kit's sealed card number is bound to.
-pub fn sealing_context(tenant: &str, kit_no: &str) -> String {
-    format!("kit:{tenant}/{kit_no}")
-}
-
-/// Tenants, entity ids and kit numbers: 1 to 64 of letters, digits, `-` and `_`
-/// (M2P entity ids are UUIDs, kit numbers digits).
-fn check_identifier(name: &str, value: &str) -> Result<(), String> {
-    if value.len() <= 64 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        Ok(())
-    } else {
-        Err(format!("{name} must be 1 to 64 letters, digits, - or _"))
-    }
-}
-
-/// `YYYY-MM`, month 01 to 12.
-fn check_expiry(value: &str) -> Result<String, String> {
-    let ok = value.len() == 7
-        && value.as_bytes()[4] == b'-'
-        && value[..4].bytes().all(|b| b.is_ascii_digit())
-        && value[5..].parse::<u8>().is_ok_and(|m| (1..=12).contains(&m));
-    if ok { Ok(value.to_owned()) } else { Err("expiry must be YYYY-MM".into()) }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn expiry_format() {
-        assert!(check_expiry("2029-12").is_ok());
-        for bad in ["2029-13", "2029-00", "29-12", "2029/12", "2029-1x", "２０２９-12"] {
-            assert!(check_expiry(bad).is_err(), "{bad}");
+/// Streams `input` into the registry. `progress` is called with the bytes read so far
+/// (for a progress bar).
+pub async fn import_kits<R: Read>(
+    input: R,
+    default_tenant: Option<&TenantId>,
+    registry: &CardRegistry,
+    mut progress: impl FnMut(u64),
+) -> Result<ImportReport, ImportError> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(input);
+    let header = reader.headers().map_err(|e| ImportError::Header(e.to_string()))?.clone();
+    let columns = Columns::from_header(&header, default_tenant)?;
+    let mut report = ImportReport::default();
+    let mut record = csv::StringRecord::new();
+    // Rows being stored, answered in the order they were read.
+    let mut in_flight = FuturesOrdered::new();
+    let now = crate::store::epoch_millis(std::time::SystemTime::now());
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            // A CSV syntax error carries the raw field bytes in its message: report only
+            // where it happened.
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                return Err(ImportError::Csv(format!("malformed CSV near line {line}")));
+            }
         }
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        match card_from_row(&record, &columns, default_tenant).and_then(|card| registry.seal(&card).map_err(|e| e.to_string())) {
+            Err(message) => report.rejected.push(RowError { line, message }),
+            Ok(kit) => {
+                in_flight.push_back(async move { (line, registry.import_one(&kit, now).await) });
+                if in_flight.len() >= IN_FLIGHT
+                    && let Some((line, stored)) = in_flight.next().await
+                {
+                    count(&mut report, line, stored)?;
+                }
+            }
+        }
+        progress(reader.position().byte());
+        record.clear();
     }
+    while let Some((line, stored)) = in_flight.next().await {
+        count(&mut report, line, stored)?;
+    }
+    report.rejected.sort_by_key(|r| r.line);
+    Ok(report)
+}
 
-    #[test]
-    fn identifiers() {
-        assert!(check_identifier("kit_no", "12346535").is_ok());
-        assert!(check_identifier("entity_id", "f25a9f38-682b-4094-b6e4-9671d500c49b").is_ok());
-        assert!(check_identifier("kit_no", "12 34").is_err());
-        assert!(check_identifier("kit_no", &"1".repeat(65)).is_err());
+fn count(report: &mut ImportReport, line: u64, stored: Result<Stored, PutError>) -> Result<(), ImportError> {
+    match stored {
+        Ok(Stored::Inserted) => report.inserted += 1,
+        Ok(Stored::Updated) => report.updated += 1,
+        Ok(Stored::Unchanged) => report.unchanged += 1,
+        Err(PutError::Refused(refusal)) => report.rejected.push(RowError { line, message: refusal.to_string() }),
+        Err(PutError::NoEntity) => unreachable_no_entity(report, line),
+        Err(PutError::Store(e)) => return Err(e.into()),
     }
+    Ok(())
+}
+
+/// The import creates the entities it names, so "no entity" cannot happen; were it to,
+/// the row is reported rather than the import stopped.
+fn unreachable_no_entity(report: &mut ImportReport, line: u64) {
+    report.rejected.push(RowError { line, message: "entity_id names no entity".into() });
 }

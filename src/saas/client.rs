@@ -33,7 +33,7 @@ use serde::de::DeserializeOwned;
 use super::scrub;
 use super::wire::{self, Accepted, ErrorBody, Profile, RequestStatus, SaasRequest};
 use crate::config::SaasConfig;
-use crate::enrollment::CtpEvent;
+use crate::ctp::CtpEvent;
 
 /// Largest answer read. Ours are a few KiB; a bigger one is a broken or hostile server.
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
@@ -219,7 +219,7 @@ impl SaasClient {
         event: CtpEvent,
         request: &SaasRequest,
     ) -> Result<Accepted, SaasError> {
-        let (method, path) = event.saas_endpoint();
+        let (method, path) = wire::endpoint(event);
         let url = self.url(path, None)?;
         // Serialized once: every attempt sends the very same bytes.
         let body =

@@ -15,7 +15,7 @@
 //! | `x-correlation-id` | passed through from our caller, when it sent one |
 //! | `Authorization: Bearer <api key>` | when `saas.api_key` is configured |
 //!
-//! The six operations ([`CtpEvent::saas_endpoint`]) take a [`SaasRequest`]:
+//! The six operations ([`endpoint`]) take a [`SaasRequest`]:
 //!
 //! | endpoint | method | event | what the request must hold |
 //! | --- | --- | --- | --- |
@@ -103,8 +103,20 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::enrollment::CtpEvent;
+use crate::ctp::CtpEvent;
 use crate::pan::Pan;
+
+/// The endpoint and method of each operation (M2P's Click to Pay lifecycle names them).
+pub fn endpoint(event: CtpEvent) -> (http::Method, &'static str) {
+    match event {
+        CtpEvent::RegisterEntityAndKit => (http::Method::POST, "/addCustomerAndPaymentInstrument"),
+        CtpEvent::AddKit => (http::Method::POST, "/addPaymentInstrument"),
+        CtpEvent::RemoveEntity => (http::Method::POST, "/removeCustomer"),
+        CtpEvent::RemoveKit => (http::Method::POST, "/removePaymentInstrument"),
+        CtpEvent::UpdateEntity => (http::Method::PUT, "/updateCustomerData"),
+        CtpEvent::UpdateKit => (http::Method::PUT, "/updatePaymentInstrument"),
+    }
+}
 
 /// Header naming the tenant on every SaaS request.
 pub const TENANT_HEADER: &str = "x-tenant-id";
@@ -591,7 +603,7 @@ mod outside {
 mod event {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    use crate::enrollment::CtpEvent;
+    use crate::ctp::CtpEvent;
 
     pub fn serialize<S: Serializer>(event: &CtpEvent, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(event.as_str())

@@ -1,13 +1,10 @@
-//! Group commit for Visa's notifications: the duplicate check and the attempt write of
-//! many concurrent notifications are each done in one round of statements, one transaction
-//! for the writes, while every caller still gets its own answer.
+//! Group commit for Visa's notifications on PostgreSQL: the duplicate checks and the
+//! attempt writes of many concurrent notifications are each done in one round of
+//! statements, one transaction for the writes, while every caller still gets its own
+//! answer. (SQLite gets the same from its one writer, `store::sqlite::writer`.)
 //!
-//! Why: every write transaction takes SQLite's single write lock (and, through sqlx,
-//! every statement was a round trip to the connection's worker thread; the SQLite writer
-//! now calls SQLite directly, `store::sqlite_attempts`). One transaction per
-//! notification made the write lock the queue (with `busy_timeout` sleeps under
-//! concurrency) and the thread hand-offs the main CPU cost. PostgreSQL pays one WAL flush
-//! per commit. Batching amortises both.
+//! Why: PostgreSQL pays one WAL flush per commit, and each statement a round trip; a
+//! batch pays them once for many notifications.
 //!
 //! How: callers put a job on a queue and await a oneshot answer. A writer task takes
 //! whatever has queued up (at most [`MAX_BATCH`]; it never waits for a batch to fill, so
@@ -24,7 +21,6 @@
 //!   transaction would have been rolled back when its future was dropped;
 //! - a writer that panics answers its batch with an error and keeps serving.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -33,8 +29,8 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::{AttemptOutcome, MatchedKit, StoreError};
-use crate::visa::VerifiedNotification;
+use super::StoreError;
+use super::attempts::{AttemptOutcome, AttemptWrite};
 
 /// Most notifications written in one transaction (and envelope hashes looked up in one
 /// query). Far below SQLite's and PostgreSQL's limits on bound parameters.
@@ -42,13 +38,7 @@ pub const MAX_BATCH: usize = 128;
 /// Queued jobs before callers wait for room (backpressure, not loss).
 const QUEUE: usize = 4096;
 
-/// One notification to record.
-pub(crate) struct AttemptWrite {
-    pub notification: VerifiedNotification,
-    pub fingerprints: Vec<String>,
-}
-
-/// What a dialect provides: the batched write and the batched duplicate check.
+/// What the database provides: the batched write and the batched duplicate check.
 pub(crate) trait BatchWriter: Clone + Send + Sync + 'static {
     /// Records every item in one transaction, outcomes in item order. `Err` means the
     /// transaction was rolled back: nothing was written. A batch of one is the path
@@ -74,7 +64,7 @@ impl fmt::Debug for GroupCommit {
 }
 
 fn gone(op: &'static str) -> StoreError {
-    StoreError::Database { op, source: sqlx::Error::WorkerCrashed }
+    StoreError::WriterGone(op)
 }
 
 impl GroupCommit {
@@ -83,11 +73,9 @@ impl GroupCommit {
     ///
     /// They run on runtimes of their own, one thread for the writers and one for the
     /// duplicate checks: a batch is a handful of round trips to the database, and on the
-    /// service's runtime each of them waited behind every ready request task (a wake-up
-    /// from a database thread lands in the shared queue), which made the queue of
-    /// notifications, not the database, the limit. Two threads, because a writer may
-    /// block its thread (the SQLite writer calls SQLite directly, and waits there for the
-    /// write lock), and a duplicate check must not wait behind a write.
+    /// service's runtime each of them waited behind every ready request task, which made
+    /// the queue of notifications, not the database, the limit. Two threads, so that a
+    /// duplicate check never waits behind a write.
     pub(crate) fn spawn<W: BatchWriter>(store: W, writers: usize, readers: usize) -> Self {
         let (writes, write_queue) = mpsc::channel(QUEUE);
         let (lookups, lookup_queue) = mpsc::channel(QUEUE);
@@ -101,13 +89,8 @@ impl GroupCommit {
     }
 
     /// Records one notification, batched with whatever else is being recorded.
-    pub(crate) async fn record_attempt(
-        &self,
-        notification: &VerifiedNotification,
-        fingerprints: &[String],
-    ) -> Result<AttemptOutcome, StoreError> {
+    pub(crate) async fn record_attempt(&self, item: AttemptWrite) -> Result<AttemptOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let item = AttemptWrite { notification: notification.clone(), fingerprints: fingerprints.to_vec() };
         self.writes.send((item, reply)).await.map_err(|_| gone("record attempt"))?;
         answer.await.map_err(|_| gone("record attempt"))?
     }
@@ -238,12 +221,6 @@ async fn lookup<W: BatchWriter>(store: &W, hashes: &[String]) -> Vec<Result<bool
     answers
 }
 
-/// Per item: the kit its first matching fingerprint belongs to (fingerprints in order,
-/// key versions newest first as `PanKeys` lists them; first match wins).
-pub(crate) fn match_kits(items: &[AttemptWrite], kits: &HashMap<String, MatchedKit>) -> Vec<Option<MatchedKit>> {
-    items.iter().map(|item| item.fingerprints.iter().find_map(|fp| kits.get(fp).cloned())).collect()
-}
-
 #[cfg(test)]
 mod tests {
     //! The batching rules against a scripted writer; the SQL of both dialects is exercised
@@ -252,8 +229,10 @@ mod tests {
     use std::sync::Mutex as StdMutex;
     use std::time::{Duration, SystemTime};
 
-    use crate::bench::{FreshKeys, Mode, TOKEN_REQUESTOR_ID, build_bodies, fresh_cards};
-    use crate::visa::{RawNotification, ReplayPolicy, VisaKeyRing};
+    use crate::pan::PanKeys;
+    use crate::sim::fixtures::{FreshKeys, Mode, TOKEN_REQUESTOR_ID, build_bodies, fresh_cards};
+    use crate::store::attempts::{Announcement, MatchedKit, Recorded};
+    use crate::visa::{RawNotification, ReplayPolicy, VerifiedNotification, VisaKeyRing};
 
     /// Answers each item with its own envelope hash as the attempt id, so that a caller
     /// getting another's answer shows. Holds every call at a gate until the test opens it,
@@ -317,15 +296,26 @@ mod tests {
         let keys = dir.path().join("keys");
         FreshKeys::write(&keys).unwrap();
         let ring = VisaKeyRing::load(&keys, &["HS256".into()]).unwrap();
+        let pan_keys = PanKeys::load(&keys, "v1", "v1").unwrap();
         let cards = fresh_cards(2);
         let policy = ReplayPolicy { window: Duration::from_secs(60), require_iat: true };
         build_bodies(&keys, Mode::SharedHs256, &cards, 0, n)
             .unwrap()
             .iter()
             .map(|b| {
-                RawNotification::parse(TOKEN_REQUESTOR_ID, None, b.as_bytes()).unwrap().open(&ring, policy, SystemTime::now()).unwrap()
+                RawNotification::parse(TOKEN_REQUESTOR_ID, None, b.as_bytes(), &pan_keys)
+                    .unwrap()
+                    .open(&ring, policy, SystemTime::now())
+                    .unwrap()
             })
             .collect()
+    }
+
+    fn write(n: &VerifiedNotification) -> AttemptWrite {
+        fn announce(recorded: &Recorded<'_>, _: &VerifiedNotification) -> Announcement {
+            Announcement { event_type: "TEST", payload: recorded.attempt_id.to_owned() }
+        }
+        AttemptWrite { notification: n.clone(), fingerprints: Vec::new(), tenant: None, announce }
     }
 
     /// Sends every notification at once, opens the gate once they have all queued.
@@ -334,7 +324,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(200)).await;
             script.gate.add_permits(10_000);
         };
-        let (results, ()) = tokio::join!(futures_util::future::join_all(ns.iter().map(|n| commit.record_attempt(n, &[]))), open_later);
+        let (results, ()) = tokio::join!(futures_util::future::join_all(ns.iter().map(|n| commit.record_attempt(write(n)))), open_later);
         results
     }
 
@@ -396,7 +386,7 @@ mod tests {
         script.gate.add_permits(10);
         let commit = GroupCommit::spawn(script.clone(), 1, 1);
         let ns = notifications(1);
-        assert!(own_answer(&commit.record_attempt(&ns[0], &[]).await, &ns[0]));
+        assert!(own_answer(&commit.record_attempt(write(&ns[0])).await, &ns[0]));
         assert_eq!(*script.calls.lock().unwrap(), vec![("batch", 1)]);
     }
 

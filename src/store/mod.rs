@@ -1,30 +1,50 @@
-//! Persistence behind one interface, two real implementations: SQLite (the embedded
-//! default, one process) and PostgreSQL (several replicas). Each has its own migrations
-//! under `migrations/<dialect>/` and its own SQL, checked at run time.
+//! Persistence behind one interface, on two real databases: SQLite (the embedded default,
+//! one process) and PostgreSQL (several replicas). The store stores: it knows tables and
+//! statements, not the rules that decide what to write, which are the domain's.
 //!
-//! The interface is an enum rather than a trait object: two variants, known at compile
-//! time, and every method stays a plain `async fn`.
+//! How one interface covers both:
+//! - every statement is written once ([`sql`]), with the few real dialect differences as
+//!   named branches;
+//! - a read is a statement whose [`value::Row`]s are decoded by position, the same code for
+//!   both databases;
+//! - a write is a [`plan::Plan`], statements with guards, run in one transaction by each
+//!   database's executor. A guard that fails rolls the plan back as a conflict, and the
+//!   domain reads again and decides again;
+//! - the batched write of Visa's notifications is the one operation written per database
+//!   (`sqlite::attempts`, `postgres::attempts`), because the benchmarks justify it.
 //!
-//! Times are stored as epoch milliseconds (BIGINT) in both dialects, so that the two
-//! schemas and their queries stay alike.
+//! The operations are grouped by what they store: [`registry`] (entities and kits),
+//! [`enrollment`] (Click to Pay statuses and request traces), [`attempts`] (Visa's
+//! notifications), [`idempotency`], [`outbox`]. How SQLite is reached (one writer thread,
+//! readers on the caller's thread, a checkpointer, the migrator) is explained in
+//! [`sqlite`]; PostgreSQL is a sqlx pool ([`postgres`]).
+//!
+//! Times are epoch milliseconds (BIGINT) in both schemas.
+
+pub mod attempts;
+pub mod enrollment;
+pub mod idempotency;
+pub mod outbox;
+pub mod plan;
+pub mod registry;
+pub mod sql;
+pub mod value;
 
 mod batch;
-mod checkpoint;
-pub mod enrollment;
-pub mod outbox;
 mod postgres;
 mod sqlite;
-mod sqlite_attempts;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use secrecy::ExposeSecret;
 
-use crate::config::DatabaseConfig;
-use crate::visa::VerifiedNotification;
+pub use attempts::{AttemptOutcome, AttemptRow, MatchedKit};
+pub use registry::{KitRecord, KitUpsert};
 
-pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+use crate::config::DatabaseConfig;
+use plan::{Applied, Plan};
+use sql::Dialect;
+use value::{Param, Row};
 
 /// A database failure. Callers map it to their own boundary (a 500 for Visa, a failed row
 /// for an import); its message names the operation, never the data.
@@ -32,159 +52,125 @@ pub use sqlite::SqliteStore;
 pub enum StoreError {
     #[error("database error during {op}: {source}")]
     Database { op: &'static str, source: sqlx::Error },
-    /// From the SQLite notification writer, which calls SQLite through rusqlite
-    /// (`store::sqlite_attempts`).
     #[error("database error during {op}: {source}")]
     Sqlite { op: &'static str, source: rusqlite::Error },
+    #[error("column {column} of a result is not {expected}")]
+    Decode { column: usize, expected: &'static str },
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database url: {0}")]
     Url(String),
+    /// The SQLite writer thread is gone (the store was closed, or the thread could not start).
+    #[error("the database writer is not running ({0})")]
+    WriterGone(&'static str),
 }
 
 pub(crate) fn db_err(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Database { op, source }
 }
 
-/// One card of the issuer's registry, ready to store: the card number only as a
-/// fingerprint, a sealed copy and its last four digits.
+/// The database, whichever it is. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct KitRecord {
-    pub tenant: String,
-    pub entity_id: String,
-    pub kit_no: String,
-    pub pan_fingerprint: String,
-    pub pan_sealed: String,
-    pub pan_last4: String,
-    pub expiry: Option<String>,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub email: Option<String>,
-    pub phone: Option<String>,
+pub struct Store {
+    backend: Backend,
 }
 
-/// What storing a [`KitRecord`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KitUpsert {
-    Inserted,
-    Updated,
-    Unchanged,
-    /// The card number already belongs to another kit; nothing was written.
-    CardTaken,
-}
-
-/// The kit a notification matched.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MatchedKit {
-    pub tenant: String,
-    pub entity_id: String,
-    pub kit_no: String,
-}
-
-/// What recording a verified notification did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AttemptOutcome {
-    Recorded {
-        attempt_id: String,
-        kit: MatchedKit,
-    },
-    /// The same envelope was recorded before; nothing new was written.
-    Duplicate,
-    /// No kit has this card number; nothing was written.
-    UnknownCard,
-}
-
-/// A recorded enrollment attempt, as listed by `ctp-issuer attempts list`.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct AttemptRow {
-    pub id: String,
-    pub tenant: String,
-    pub token_requestor_id: String,
-    pub entity_id: String,
-    pub kit_no: String,
-    pub pan_last4: String,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub email: Option<String>,
-    pub phone: Option<String>,
-    pub jws_kid: String,
-    pub jwe_kid: String,
-    pub iat: Option<i64>,
-    pub received_at: i64,
-}
-
-/// The database, whichever it is.
 #[derive(Debug, Clone)]
-pub enum Store {
-    Sqlite(SqliteStore),
-    Postgres(PgStore),
-}
-
-/// Dispatches a method call to whichever store this is.
-macro_rules! dispatch {
-    ($self:ident . $method:ident ( $($arg:expr),* )) => {
-        match $self {
-            Store::Sqlite(s) => s.$method($($arg),*).await,
-            Store::Postgres(s) => s.$method($($arg),*).await,
-        }
-    };
+enum Backend {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
 }
 
 impl Store {
-    /// Opens a pool on `config.url`. Does not migrate: see [`Store::migrate`].
+    /// Opens the database at `config.url` and brings its schema up to date (every command
+    /// that touches the database goes through here, so a fresh database just works).
     pub async fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
         let url = config.url.expose_secret();
-        if url.starts_with("sqlite:") {
-            Ok(Self::Sqlite(SqliteStore::connect(url, config.max_connections, config.acquire_timeout).await?))
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite(sqlite::Sqlite::open(url).await?)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Ok(Self::Postgres(PgStore::connect(url, config.max_connections, config.acquire_timeout).await?))
+            Backend::Postgres(postgres::Postgres::connect(url, config.max_connections, config.acquire_timeout).await?)
         } else {
-            Err(StoreError::Url("must start with sqlite: or postgres:".into()))
+            return Err(StoreError::Url("must start with sqlite: or postgres:".into()));
+        };
+        Ok(Self { backend })
+    }
+
+    /// Opens an existing SQLite database without creating or migrating it: for commands
+    /// that only read, so that one run from the wrong directory does not leave an empty
+    /// database behind. PostgreSQL opens as usual.
+    pub async fn open_existing(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let url = config.url.expose_secret();
+        match url.strip_prefix("sqlite:") {
+            Some(_) => Ok(Self { backend: Backend::Sqlite(sqlite::Sqlite::open_existing(url).await?) }),
+            None => Self::connect(config).await,
         }
     }
 
-    /// Brings the schema up to date. Every command that touches the database calls this
-    /// first, so a fresh database just works.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        dispatch!(self.migrate())
+    pub(crate) fn dialect(&self) -> Dialect {
+        match self.backend {
+            Backend::Sqlite(_) => Dialect::Sqlite,
+            Backend::Postgres(_) => Dialect::Postgres,
+        }
     }
 
     /// A round trip to the database, for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        dispatch!(self.ping())
+        self.query("ping", "SELECT 1", Vec::new()).await.map(drop)
     }
 
-    /// Creates or updates the kit and its entity. Identical data changes nothing, so
-    /// re-importing a file is a no-op.
-    pub async fn upsert_kit(&self, kit: &KitRecord) -> Result<KitUpsert, StoreError> {
-        dispatch!(self.upsert_kit(kit))
-    }
-
-    /// Whether an envelope with this hash has been recorded already.
-    pub async fn attempt_seen(&self, envelope_hash: &str) -> Result<bool, StoreError> {
-        dispatch!(self.attempt_seen(envelope_hash))
-    }
-
-    /// In one transaction: find the kit by any of `fingerprints`, insert the attempt
-    /// (unique on the envelope hash) and its outbox event.
-    pub async fn record_attempt(&self, notification: &VerifiedNotification, fingerprints: &[String]) -> Result<AttemptOutcome, StoreError> {
-        dispatch!(self.record_attempt(notification, fingerprints))
-    }
-
-    /// The most recent attempts, newest first.
-    pub async fn recent_attempts(&self, limit: i64) -> Result<Vec<AttemptRow>, StoreError> {
-        dispatch!(self.recent_attempts(limit))
-    }
-
-    /// Outbox events not yet published, oldest first (for inspection; the relay claims
-    /// its own through [`outbox`]).
-    pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<outbox::OutboxEvent>, StoreError> {
-        dispatch!(self.pending_outbox(limit))
-    }
-
-    /// Closes the pool, waiting for connections to be returned.
+    /// Closes the database: the pool, or SQLite's writer and checkpointer.
     pub async fn close(&self) {
-        dispatch!(self.close())
+        match &self.backend {
+            Backend::Sqlite(s) => s.close(),
+            Backend::Postgres(p) => p.close().await,
+        }
+    }
+
+    /// One read statement.
+    pub(crate) async fn query(&self, op: &'static str, sql: &'static str, params: Vec<Param>) -> Result<Vec<Row>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.query(op, sql, &params),
+            Backend::Postgres(p) => p.query(op, sql, &params).await,
+        }
+    }
+
+    /// Several read statements that see one snapshot of the database.
+    pub(crate) async fn query_together(
+        &self,
+        op: &'static str,
+        statements: Vec<(&'static str, Vec<Param>)>,
+    ) -> Result<Vec<Vec<Row>>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.query_together(op, &statements),
+            Backend::Postgres(p) => p.query_together(op, &statements).await,
+        }
+    }
+
+    /// Whether a Visa envelope with this digest has been recorded.
+    pub async fn attempt_seen(&self, envelope_digest: &str) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(!self.query("check duplicate", sql::ATTEMPT_SEEN, value::params![envelope_digest]).await?.is_empty()),
+            Backend::Postgres(p) => p.attempts.attempt_seen(envelope_digest).await,
+        }
+    }
+
+    /// Finds the kit of a verified notification, inserts the attempt (unique on the envelope
+    /// digest) and its outbox event, in one transaction shared with the writes around it
+    /// (see [`attempts`]).
+    pub async fn record_attempt(&self, write: attempts::AttemptWrite) -> Result<AttemptOutcome, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => sqlite::attempts::record(s, write).await,
+            Backend::Postgres(p) => p.attempts.record_attempt(write).await,
+        }
+    }
+
+    /// Runs a plan in one transaction.
+    pub(crate) async fn apply(&self, plan: Plan) -> Result<Applied, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.apply(plan).await,
+            Backend::Postgres(p) => p.apply(plan).await,
+        }
     }
 }
 
@@ -193,7 +179,7 @@ pub fn epoch_millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as i64
 }
 
-/// The new attempt's id: a UUIDv7, so that ids sort by arrival.
-pub(crate) fn new_attempt_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+/// A duration in milliseconds, saturating.
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 use super::error::{Rejected, Rejection};
 use super::keys::{JWE_ALGORITHMS, JWE_ENCRYPTIONS, VisaKeyRing};
 use super::payload::EnrollmentAttempt;
+use crate::pan::PanKeys;
 
 /// Seed 001: `encryptedData` is at most 7000 characters.
 pub const MAX_ENCRYPTED_DATA_CHARS: usize = 7000;
@@ -63,7 +64,7 @@ impl VerifiedNotification {
     pub fn token_requestor_id(&self) -> &str {
         &self.token_requestor_id
     }
-    /// Hex SHA-256 of `encryptedData`: the deduplication key.
+    /// The keyed digest of `encryptedData`: the deduplication key.
     pub fn envelope_hash(&self) -> &str {
         &self.envelope_hash
     }
@@ -84,7 +85,9 @@ impl VerifiedNotification {
 impl RawNotification {
     /// Checks the request's shape: event type, token requestor id, JSON body with an
     /// `encryptedData` string of at most 7000 characters.
-    pub fn parse(token_requestor_id: &str, event_type: Option<&str>, body: &[u8]) -> Result<Self, Rejected> {
+    /// `keys` make the envelope's keyed digest (the deduplication key): an unkeyed hash of
+    /// outside bytes that hold a card number, even encrypted, is not kept anywhere.
+    pub fn parse(token_requestor_id: &str, event_type: Option<&str>, body: &[u8], keys: &PanKeys) -> Result<Self, Rejected> {
         // A missing eventType is read as the one documented type; any other is refused.
         if event_type.is_some_and(|t| t != ENROLLMENT_ATTEMPT) {
             return Err(Rejection::UnknownEventType.into());
@@ -104,7 +107,7 @@ impl RawNotification {
         }
         Ok(Self {
             token_requestor_id: token_requestor_id.to_owned(),
-            envelope_hash: envelope_hash(encrypted_data),
+            envelope_hash: keys.digest(encrypted_data.as_bytes()),
             encrypted_data: encrypted_data.clone(),
         })
     }
@@ -292,15 +295,16 @@ pub fn parse_iat(value: &Value) -> Option<i64> {
     Some(if raw > 1_000_000_000_000 { raw / 1000 } else { raw })
 }
 
-/// Hex SHA-256 of the envelope text.
-fn envelope_hash(encrypted_data: &str) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, encrypted_data.as_bytes()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The development card-number keys, for the envelope's digest.
+    fn keys() -> &'static PanKeys {
+        static KEYS: std::sync::OnceLock<PanKeys> = std::sync::OnceLock::new();
+        KEYS.get_or_init(|| PanKeys::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("keys"), "v1", "v1").unwrap())
+    }
     use serde_json::json;
 
     #[test]
@@ -316,9 +320,9 @@ mod tests {
     #[test]
     fn parse_checks_shape_in_protocol_order() {
         let ok = br#"{"encryptedData":"a.b.c"}"#;
-        assert!(RawNotification::parse("40010030273", Some(ENROLLMENT_ATTEMPT), ok).is_ok());
-        assert!(RawNotification::parse("40010030273", None, ok).is_ok());
-        let reason = |tr: &str, ev: Option<&str>, body: &[u8]| RawNotification::parse(tr, ev, body).unwrap_err().reason;
+        assert!(RawNotification::parse("40010030273", Some(ENROLLMENT_ATTEMPT), ok, keys()).is_ok());
+        assert!(RawNotification::parse("40010030273", None, ok, keys()).is_ok());
+        let reason = |tr: &str, ev: Option<&str>, body: &[u8]| RawNotification::parse(tr, ev, body, keys()).unwrap_err().reason;
         assert_eq!(reason("400", Some("CTP_SOMETHING_ELSE"), ok), Rejection::UnknownEventType);
         assert_eq!(reason("4001/x", None, ok), Rejection::BadTokenRequestorId);
         assert_eq!(reason("400", None, b"not json"), Rejection::BodyNotJson);
@@ -330,14 +334,14 @@ mod tests {
 
     #[test]
     fn same_envelope_same_hash() {
-        let a = RawNotification::parse("1", None, br#"{"encryptedData":"x.y.z"}"#).unwrap();
-        let b = RawNotification::parse("2", None, br#"{"encryptedData":"x.y.z","extra":1}"#).unwrap();
+        let a = RawNotification::parse("1", None, br#"{"encryptedData":"x.y.z"}"#, keys()).unwrap();
+        let b = RawNotification::parse("2", None, br#"{"encryptedData":"x.y.z","extra":1}"#, keys()).unwrap();
         assert_eq!(a.envelope_hash(), b.envelope_hash());
     }
 
     fn empty_ring_open(data: &str) -> Rejection {
         let body = json!({ "encryptedData": data }).to_string();
-        let raw = RawNotification::parse("1", None, body.as_bytes()).unwrap();
+        let raw = RawNotification::parse("1", None, body.as_bytes(), keys()).unwrap();
         let policy = ReplayPolicy { window: Duration::from_secs(300), require_iat: true };
         raw.open(&VisaKeyRing::default(), policy, SystemTime::now()).unwrap_err().reason
     }
@@ -376,7 +380,7 @@ mod tests {
         /// No body makes the shape check panic.
         #[test]
         fn parse_never_panics(tr in "\\PC{0,80}", ev in proptest::option::of("\\PC{0,30}"), body in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let _ = RawNotification::parse(&tr, ev.as_deref(), &body);
+            let _ = RawNotification::parse(&tr, ev.as_deref(), &body, keys());
         }
 
         /// Reading the inner JWE's header out of any envelope never panics, whatever its
@@ -384,7 +388,7 @@ mod tests {
         #[test]
         fn needs_private_key_never_panics(head in "[A-Za-z0-9_-]{0,8}", payload in "\\PC{4000,4200}") {
             let body = json!({ "encryptedData": format!("{head}.{payload}.sig") }).to_string();
-            if let Ok(raw) = RawNotification::parse("1", None, body.as_bytes()) {
+            if let Ok(raw) = RawNotification::parse("1", None, body.as_bytes(), keys()) {
                 prop_assert!(raw.needs_private_key(), "garbage counts as needing the private key");
             }
         }

@@ -143,34 +143,3 @@ impl std::fmt::Display for Rejected {
         }
     }
 }
-
-/// The outcome of handling one notification that did not succeed.
-#[derive(Debug, thiserror::Error)]
-pub enum NotificationError {
-    #[error("rejected: {0}")]
-    Rejected(Rejected),
-    /// Our own failure (database unreachable, task panicked): 500, and Visa retries.
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl NotificationError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Self::Rejected(r) => r.reason.status(),
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-}
-
-impl From<Rejected> for NotificationError {
-    fn from(r: Rejected) -> Self {
-        Self::Rejected(r)
-    }
-}
-
-impl From<Rejection> for NotificationError {
-    fn from(r: Rejection) -> Self {
-        Self::Rejected(r.into())
-    }
-}

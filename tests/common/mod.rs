@@ -60,9 +60,7 @@ impl TestDb {
     pub async fn store(&self) -> Store {
         let mut config = Config::default();
         config.database.url = SecretString::from(self.url.clone());
-        let store = Store::connect(&config.database).await.unwrap();
-        store.migrate().await.unwrap();
-        store
+        Store::connect(&config.database).await.unwrap()
     }
 }
 
@@ -193,12 +191,13 @@ impl TestServer {
     /// Imports `fixtures/kits.csv` (tenant DEMOBANK, four Visa test cards).
     pub async fn import_fixture_kits(&self) -> ImportReport {
         let file = std::fs::File::open(repo().join("fixtures/kits.csv")).unwrap();
-        import_kits(file, None, self.app.store(), self.app.pan_keys(), |_| {}).await.unwrap()
+        import_kits(file, None, &self.app.services().registry, |_| {}).await.unwrap()
     }
 
     /// Imports kits from CSV text.
     pub async fn import_csv(&self, csv: &str, tenant: Option<&str>) -> ImportReport {
-        import_kits(csv.as_bytes(), tenant, self.app.store(), self.app.pan_keys(), |_| {}).await.unwrap()
+        let tenant = tenant.map(|t| ctp_issuer::ids::TenantId::parse(t).unwrap());
+        import_kits(csv.as_bytes(), tenant.as_ref(), &self.app.services().registry, |_| {}).await.unwrap()
     }
 
     /// Posts a raw body to Visa's notification path.

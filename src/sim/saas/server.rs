@@ -15,7 +15,7 @@ use super::faults::{FailMode, Faults, FaultsPatch};
 use super::state::Accept;
 use super::validate::{Refusal, classify_parse_error, validate};
 use super::{Counters, Due, Shared, lock};
-use crate::enrollment::CtpEvent;
+use crate::ctp::CtpEvent;
 use crate::http::{Request, Response, empty, json, read_body};
 use crate::saas::wire::{Accepted, SaasRequest, TENANT_HEADER, code};
 
@@ -35,7 +35,7 @@ pub(super) async fn handle(shared: Arc<Shared>, request: Request) -> Response {
     match path.as_str() {
         "/status" => status(&shared, &request),
         "/getData" => get_data(&shared, &request),
-        p => match CtpEvent::ALL.into_iter().find(|e| e.saas_endpoint().1 == p) {
+        p => match CtpEvent::ALL.into_iter().find(|e| crate::saas::wire::endpoint(*e).1 == p) {
             Some(event) => submit(&shared, event, request).await,
             None => error(StatusCode::NOT_FOUND, code::NOT_FOUND, "no such endpoint"),
         },
@@ -123,7 +123,7 @@ async fn hold(shared: &Shared, how_long: Duration) {
 }
 
 async fn submit(shared: &Shared, event: CtpEvent, request: Request) -> Response {
-    let method = event.saas_endpoint().0;
+    let method = crate::saas::wire::endpoint(event).0;
     if request.method() != method {
         return not_allowed(if method == Method::PUT { "PUT" } else { "POST" });
     }

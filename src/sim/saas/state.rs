@@ -13,7 +13,7 @@ use aws_lc_rs::{digest, hmac};
 use http::StatusCode;
 
 use super::validate::{Refusal, parse_expiry};
-use crate::enrollment::CtpEvent;
+use crate::ctp::CtpEvent;
 use crate::saas::wire::{
     BillingAddress, Callback, ConsumerInformation, ErrorBody, InstrumentOutcome, Outcome, OutcomeResult, Profile, ProfileInstrument,
     RequestState, RequestStatus, SaasRequest, code,

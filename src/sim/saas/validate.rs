@@ -4,7 +4,7 @@
 
 use http::StatusCode;
 
-use crate::enrollment::CtpEvent;
+use crate::ctp::CtpEvent;
 use crate::saas::wire::{BAD_ACCOUNT_NUMBER, BillingAddress, ConsumerInformation, PaymentInstrument, SaasRequest, code};
 
 /// A synchronous refusal: status, `errorCode`, message.

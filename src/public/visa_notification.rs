@@ -9,11 +9,37 @@ use std::time::{Instant, SystemTime};
 
 use http::StatusCode;
 
-use super::envelope::RawNotification;
-use super::error::{NotificationError, Rejection};
-use crate::app::App;
 use crate::http::{BodyError, Request, Response, empty, read_body};
+use crate::state::Services;
 use crate::store::AttemptOutcome;
+use crate::store::StoreError;
+use crate::visa::envelope::RawNotification;
+use crate::visa::error::{Rejected, Rejection};
+
+/// The outcome of handling one notification that did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum NotificationError {
+    #[error("rejected: {0}")]
+    Rejected(Rejected),
+    /// Our own failure (the database): 500, and Visa retries.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The private-key work could not run (its task panicked or the runtime is stopping).
+    #[error("verification task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl From<Rejected> for NotificationError {
+    fn from(r: Rejected) -> Self {
+        Self::Rejected(r)
+    }
+}
+
+impl From<Rejection> for NotificationError {
+    fn from(r: Rejection) -> Self {
+        Self::Rejected(r.into())
+    }
+}
 
 /// What a successful notification did.
 #[derive(Debug)]
@@ -22,9 +48,9 @@ pub enum Accepted {
     Duplicate,
 }
 
-pub async fn handle(app: &App, token_requestor_id: &str, request: Request) -> Response {
+pub async fn handle(services: &Services, token_requestor_id: &str, request: Request) -> Response {
     let started = Instant::now();
-    let result = process(app, token_requestor_id, request).await;
+    let result = process(services, token_requestor_id, request).await;
     let (status, outcome) = match &result {
         Ok(Accepted::Recorded { attempt_id, tenant, kit_no, card }) => {
             tracing::info!(%attempt_id, %tenant, %kit_no, %card, "enrollment attempt recorded");
@@ -49,7 +75,7 @@ pub async fn handle(app: &App, token_requestor_id: &str, request: Request) -> Re
             };
             (r.reason.status(), outcome)
         }
-        Err(NotificationError::Internal(e)) => {
+        Err(e @ (NotificationError::Store(_) | NotificationError::Task(_))) => {
             tracing::error!(error = %e, "notification failed on our side; Visa will retry");
             (StatusCode::INTERNAL_SERVER_ERROR, "error")
         }
@@ -60,38 +86,42 @@ pub async fn handle(app: &App, token_requestor_id: &str, request: Request) -> Re
 }
 
 /// Reads the HTTP request and hands its parts to [`accept`].
-async fn process(app: &App, token_requestor_id: &str, request: Request) -> Result<Accepted, NotificationError> {
+async fn process(services: &Services, token_requestor_id: &str, request: Request) -> Result<Accepted, NotificationError> {
     let event_type = request
         .uri()
         .query()
         .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "eventType").map(|(_, v)| v.into_owned()));
-    let (_, body) = read_body(request, app.config().visa.max_body_bytes).await.map_err(|e| match e {
+    let (_, body) = read_body(request, services.config.visa.max_body_bytes).await.map_err(|e| match e {
         BodyError::TooLarge(_) => Rejection::BodyTooLarge,
         BodyError::Io(_) => Rejection::BodyNotJson,
     })?;
-    accept(app, token_requestor_id, event_type.as_deref(), &body).await
+    accept(services, token_requestor_id, event_type.as_deref(), &body).await
 }
 
 /// The whole notification path without HTTP: parse, deduplicate, verify and decrypt,
 /// fingerprint, record. (The benchmarks call this directly.)
-pub async fn accept(app: &App, token_requestor_id: &str, event_type: Option<&str>, body: &[u8]) -> Result<Accepted, NotificationError> {
-    let raw = RawNotification::parse(token_requestor_id, event_type, body)?;
-    let store = app.store();
-    let keys = app.visa_keys();
-    let replay = app.replay_policy();
+pub async fn accept(
+    services: &Services,
+    token_requestor_id: &str,
+    event_type: Option<&str>,
+    body: &[u8],
+) -> Result<Accepted, NotificationError> {
+    let attempts = &services.attempts;
+    let raw = RawNotification::parse(token_requestor_id, event_type, body, attempts.keys())?;
+    let keys = services.visa_keys();
+    let replay = services.replay_policy();
 
     let verified = if raw.needs_private_key() {
         // A redelivery is answered before the private-key operation, which it would
         // repeat for nothing.
-        if store.attempt_seen(raw.envelope_hash()).await.map_err(internal)? {
+        if attempts.seen(raw.envelope_hash()).await? {
             return Ok(Accepted::Duplicate);
         }
         // On the blocking pool, a few per core at once, so that a burst queues here
         // (cheaply, as tasks) instead of as dozens of threads preempting each other.
-        let _permit = private_key_slots().acquire().await.map_err(|_| internal_msg("private-key limiter closed"))?;
-        tokio::task::spawn_blocking(move || raw.open(&keys, replay, SystemTime::now()))
-            .await
-            .map_err(|e| NotificationError::Internal(format!("verification task failed: {e}")))??
+        // (The limiter is never closed: an error here cannot happen, and would only lift the bound.)
+        let _permit = private_key_slots().acquire().await.ok();
+        tokio::task::spawn_blocking(move || raw.open(&keys, replay, SystemTime::now())).await??
     } else {
         // Shared-secret key wrapping: HMAC or one RSA public-key verification and AES-GCM,
         // tens of microseconds, cheaper inline than a hand-off to another thread and
@@ -102,7 +132,7 @@ pub async fn accept(app: &App, token_requestor_id: &str, event_type: Option<&str
         let envelope_hash = raw.envelope_hash().to_owned();
         match raw.open(&keys, replay, SystemTime::now()) {
             Ok(verified) => verified,
-            Err(rejected) if store.attempt_seen(&envelope_hash).await.map_err(internal)? => {
+            Err(rejected) if attempts.seen(&envelope_hash).await? => {
                 tracing::debug!(reason = rejected.reason.code(), "rejection of a recorded envelope answered as a duplicate");
                 return Ok(Accepted::Duplicate);
             }
@@ -110,15 +140,12 @@ pub async fn accept(app: &App, token_requestor_id: &str, event_type: Option<&str
         }
     };
 
-    let pan = &verified.attempt().pan;
-    let fingerprints = app.pan_keys().lookup_fingerprints(pan);
-    match store.record_attempt(&verified, &fingerprints).await.map_err(internal)? {
-        AttemptOutcome::Recorded { attempt_id, kit } => {
-            Ok(Accepted::Recorded { attempt_id, tenant: kit.tenant, kit_no: kit.kit_no, card: pan.to_string() })
-        }
+    let card = verified.attempt().pan.to_string();
+    match attempts.record(verified).await? {
+        AttemptOutcome::Recorded { attempt_id, kit } => Ok(Accepted::Recorded { attempt_id, tenant: kit.tenant, kit_no: kit.kit_no, card }),
         AttemptOutcome::Duplicate => Ok(Accepted::Duplicate),
         AttemptOutcome::UnknownCard => {
-            tracing::info!(card = %pan, "no kit has this card");
+            tracing::info!(%card, "no kit has this card");
             Err(Rejection::UnknownCard.into())
         }
     }
@@ -131,12 +158,4 @@ pub async fn accept(app: &App, token_requestor_id: &str, event_type: Option<&str
 fn private_key_slots() -> &'static tokio::sync::Semaphore {
     static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
     SLOTS.get_or_init(|| tokio::sync::Semaphore::new(4 * std::thread::available_parallelism().map_or(2, |n| n.get())))
-}
-
-fn internal_msg(message: &str) -> NotificationError {
-    NotificationError::Internal(message.to_owned())
-}
-
-fn internal(e: crate::store::StoreError) -> NotificationError {
-    NotificationError::Internal(e.to_string())
 }

@@ -312,11 +312,6 @@ impl LoadReport {
         self.statuses.iter().filter(|(s, _)| **s != 200).map(|(_, n)| n).sum()
     }
 
-    /// Requests answered (whatever the status).
-    pub fn answered(&self) -> u64 {
-        self.latencies_us.len() as u64
-    }
-
     pub fn requests_per_second(&self) -> f64 {
         let answered = self.latencies_us.len() as f64;
         answered / self.wall.as_secs_f64().max(1e-9)

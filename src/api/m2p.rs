@@ -1,5 +1,5 @@
-//! `/click-to-pay/v1/*`: M2P's public operation names, so that a client written for M2P
-//! can point at us. Each operation answers at once with `{tenant, entityId,
+//! `/click-to-pay/v1/*`: M2P's operation names, so that a client written for M2P's Click
+//! to Pay module can point at us. Each operation answers at once with `{tenant, entityId,
 //! requestTraceId, event}`; its result arrives by callback (or the reconciler's poll) and
 //! is announced on the outbox.
 
@@ -8,10 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use super::envelope::{ApiError, ErrorCode, ok};
 use super::registry::entity_body;
-use super::{Call, check_id, internal};
-use crate::enrollment::service::{OperationError, start};
-use crate::enrollment::{CtpEvent, CtpStatus};
+use super::{Call, internal, invalid};
+use crate::ctp::CtpEvent;
+use crate::enrollment::{Operation, OperationError};
 use crate::http::Response;
+use crate::ids::{EntityId, KitNo};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -22,26 +23,24 @@ struct OperationBody {
 }
 
 /// Starts one asynchronous operation.
-pub async fn operation(call: &Call, event: CtpEvent) -> Result<Response, ApiError> {
+pub async fn operation(call: &Call<'_>, event: CtpEvent) -> Result<Response, ApiError> {
     let body: OperationBody = call.json()?;
-    check_id("entityId", &body.entity_id)?;
-    let needs_kit = matches!(event, CtpEvent::RegisterEntityAndKit | CtpEvent::AddKit | CtpEvent::RemoveKit | CtpEvent::UpdateKit);
-    let kit_no = match (needs_kit, body.kit_no.as_deref()) {
+    let entity_id = EntityId::parse(&body.entity_id).map_err(invalid)?;
+    let kit_no = match (event.names_a_kit(), body.kit_no.as_deref()) {
         (true, None) => return Err(ApiError::with(ErrorCode::InvalidRequest, "missing field kitNo")),
-        (true, Some(kit)) => {
-            check_id("kitNo", kit)?;
-            Some(kit)
-        }
+        (true, Some(kit)) => Some(KitNo::parse(kit).map_err(invalid)?),
         (false, Some(_)) => return Err(ApiError::with(ErrorCode::InvalidRequest, format!("{event} takes no kitNo"))),
         (false, None) => None,
     };
-    match start(&call.app, &call.tenant, &body.entity_id, kit_no, event, call.correlation_id.as_deref()).await {
+    let op = Operation { tenant: call.tenant.clone(), entity_id, kit_no, event, correlation_id: call.correlation_id.clone() };
+    match call.services.enrollment.start(&op).await {
         Ok(accepted) => Ok(ok(StatusCode::OK, accepted)),
         Err(e) => Err(operation_error(e)),
     }
 }
 
-fn operation_error(e: OperationError) -> ApiError {
+/// The catalogue's answer to a refused or failed operation.
+pub fn operation_error(e: OperationError) -> ApiError {
     match e {
         OperationError::EntityNotFound => ApiError::new(ErrorCode::EntityNotFound),
         OperationError::KitNotFound => ApiError::new(ErrorCode::KitNotFound),
@@ -51,7 +50,7 @@ fn operation_error(e: OperationError) -> ApiError {
         OperationError::NetworkUnavailable(kind) => {
             ApiError::with(ErrorCode::NetworkUnavailable, format!("network {kind}; nothing was changed"))
         }
-        other => internal(other),
+        other @ OperationError::Store(_) => internal(other),
     }
 }
 
@@ -74,12 +73,12 @@ struct RequestStatusAnswer<'a> {
 }
 
 /// `fetchRequestStatus`: where a request stands, by the trace id we answered with.
-pub async fn request_status(call: &Call) -> Result<Response, ApiError> {
+pub async fn request_status(call: &Call<'_>) -> Result<Response, ApiError> {
     let body: RequestStatusBody = call.json()?;
     if body.request_trace_id.is_empty() || body.request_trace_id.len() > 64 {
         return Err(ApiError::with(ErrorCode::InvalidRequest, "requestTraceId must be 1 to 64 characters"));
     }
-    let trace = call.app.store().request_trace(&call.tenant, &body.request_trace_id).await.map_err(internal)?;
+    let trace = call.services.enrollment.request(&call.tenant, &body.request_trace_id).await.map_err(internal)?;
     let trace = trace.ok_or(ApiError::new(ErrorCode::RequestNotFound))?;
     Ok(ok(
         StatusCode::OK,
@@ -88,8 +87,8 @@ pub async fn request_status(call: &Call) -> Result<Response, ApiError> {
             entity_id: &trace.entity_id,
             kit_no: trace.kit_no.as_deref(),
             request_trace_id: trace.request_trace_id.as_deref().unwrap_or(&trace.request_id),
-            event: &trace.event,
-            status: &trace.status_ctp,
+            event: trace.event.as_str(),
+            status: trace.status.as_str(),
             error_details: trace.error_details.as_deref(),
         },
     ))
@@ -102,35 +101,20 @@ struct EntityDetailsBody {
 }
 
 /// `fetchEntityDetails`: the profile with its cards and statuses. Synchronous: reads the
-/// network's view (SaaS `getData`) and writes back any settled status it learns (seed
-/// 000), then answers from our records. If the network is unreachable, answers from our
-/// records with `networkProfile: null`.
-pub async fn entity_details(call: &Call) -> Result<Response, ApiError> {
+/// network's view (SaaS `getData`) and writes back any settled status it learns (as M2P's
+/// module does), then answers from our records. If the network is unreachable, answers
+/// from our records with `networkProfile: null`.
+pub async fn entity_details(call: &Call<'_>) -> Result<Response, ApiError> {
     let body: EntityDetailsBody = call.json()?;
-    check_id("entityId", &body.entity_id)?;
-    let store = call.app.store();
-    if store.entity_view(&call.tenant, &body.entity_id).await.map_err(internal)?.is_none() {
+    let entity_id = EntityId::parse(&body.entity_id).map_err(invalid)?;
+    let enrollment = &call.services.enrollment;
+    if enrollment.entity(&call.tenant, &entity_id).await.map_err(internal)?.is_none() {
         return Err(ApiError::new(ErrorCode::EntityNotFound));
     }
-    let network = call.app.saas().get_data_correlated(&call.tenant, call.correlation_id.as_deref(), &body.entity_id).await;
-    let network = match network {
-        Ok(profile) => profile,
-        Err(e) => {
-            tracing::warn!(error = %e, "getData failed; answering from our records");
-            None
-        }
-    };
-    if let Some(profile) = &network {
-        let entity = CtpStatus::parse(&profile.status);
-        let kits: Vec<(String, CtpStatus)> = profile
-            .payment_instruments
-            .iter()
-            .filter_map(|i| CtpStatus::parse(&i.status).map(|s| (i.external_instrument_id.clone(), s)))
-            .collect();
-        store.sync_statuses(&call.tenant, &body.entity_id, entity, &kits).await.map_err(internal)?;
-    }
-    let view = store.entity_view(&call.tenant, &body.entity_id).await.map_err(internal)?.ok_or(ApiError::new(ErrorCode::EntityNotFound))?;
-    let mut answer = serde_json::to_value(entity_body(&view)).map_err(internal)?;
+    let network = enrollment.refresh_from_network(&call.tenant, &entity_id, call.correlation_id.as_ref()).await.map_err(internal)?;
+    let (record, profile) =
+        enrollment.entity(&call.tenant, &entity_id).await.map_err(internal)?.ok_or(ApiError::new(ErrorCode::EntityNotFound))?;
+    let mut answer = serde_json::to_value(entity_body(&record, &profile)).map_err(internal)?;
     answer["networkProfile"] = serde_json::to_value(&network).map_err(internal)?;
     Ok(ok(StatusCode::OK, answer))
 }

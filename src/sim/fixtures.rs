@@ -1,17 +1,54 @@
-//! Fresh material for a server under test: keys, Luhn-valid test cards, a kits CSV and
-//! pre-built Visa notifications. Nothing here prints a card number.
+//! Fresh material for a server under test and for the tests: a key directory with every
+//! key new, distinct Luhn-valid test cards, a kits CSV, and notifications built the way
+//! Visa builds them (by [`super::visa::NotificationBuilder`]). Nothing here prints a card
+//! number: a [`TestCard`] prints masked, as a `Pan` does.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::time::SystemTime;
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
 
-use super::{MAX_CARDS, MAX_NOTIFICATIONS, Mode, TENANT};
+use super::visa::{NotificationBuilder, enrollment_payload};
 use crate::pan::Pan;
-use crate::sim::visa::enrollment_payload;
+
+/// Upper bound on the cards of one prepared directory.
+pub const MAX_CARDS: usize = 1_000_000;
+/// The tenant of the generated kits and of `bench enroll`'s customers.
+pub const TENANT: &str = "BENCH";
+/// The token requestor the bodies are posted for.
+pub const TOKEN_REQUESTOR_ID: &str = "40010030273";
+
+/// The two Visa key modes (and the shared-secret variant signed by Visa's RSA key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Mode {
+    /// JWS PS256 by Visa's key, JWE RSA-OAEP-256 to the issuer's key.
+    Rsa,
+    /// JWS PS256 by Visa's key, JWE A256GCMKW with the shared secret.
+    Shared,
+    /// JWS HS256 and JWE A256GCMKW, both with the shared secret (no RSA at all).
+    SharedHs256,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Rsa => "rsa",
+            Self::Shared => "shared",
+            Self::SharedHs256 => "shared-hs256",
+        }
+    }
+
+    /// A builder for this mode from a directory laid out by [`FreshKeys::write`].
+    pub fn builder(self, keys_dir: &Path) -> anyhow::Result<NotificationBuilder> {
+        match self {
+            Self::Rsa => NotificationBuilder::rsa_from_dir(keys_dir),
+            Self::Shared => NotificationBuilder::shared_from_dir(keys_dir, false),
+            Self::SharedHs256 => NotificationBuilder::shared_from_dir(keys_dir, true),
+        }
+    }
+}
 
 /// The kids of a freshly written key directory.
 #[derive(Debug, Clone)]
@@ -54,7 +91,7 @@ impl FreshKeys {
         aws_lc_rs::rand::fill(&mut webhook).expect("system random source");
         let webhook = format!("whsec_{}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, webhook));
         write_private(&dir.join("saas/webhook-bench.secret"), webhook.as_bytes())?;
-        write_private(&crate::api::auth::dev_secret_path(dir), random_hex(32).as_bytes())?;
+        write_private(&crate::auth::dev_secret_path(dir), random_hex(32).as_bytes())?;
         Ok(keys)
     }
 }
@@ -66,7 +103,7 @@ fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) fn random_hex(bytes: usize) -> String {
+pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     aws_lc_rs::rand::fill(&mut buf).expect("system random source");
     hex::encode(buf)
@@ -167,10 +204,6 @@ pub fn read_cards(path: &Path) -> anyhow::Result<Vec<TestCard>> {
     Ok(cards)
 }
 
-pub fn bodies_path(dir: &Path, mode: Mode) -> PathBuf {
-    dir.join(format!("bodies-{}.jsonl", mode.name()))
-}
-
 /// Builds `count` distinct notification bodies for `mode`, card `i % cards.len()` in the
 /// `i`-th, spread over every core. The JWE's random key and IV make each one unique even
 /// for the same card; uniqueness is still checked.
@@ -204,67 +237,10 @@ pub fn build_bodies(keys_dir: &Path, mode: Mode, cards: &[TestCard], first: usiz
     Ok(bodies)
 }
 
-/// Makes sure `dir` holds at least `needed` bodies for `mode`, building and appending the
-/// shortfall.
-pub fn ensure_bodies(dir: &Path, mode: Mode, needed: usize) -> anyhow::Result<()> {
-    if needed > MAX_NOTIFICATIONS {
-        bail!("at most {MAX_NOTIFICATIONS} notifications per mode");
-    }
-    let path = bodies_path(dir, mode);
-    let have = match std::fs::File::open(&path) {
-        Ok(f) => std::io::BufReader::new(f).lines().map_while(Result::ok).filter(|l| !l.starts_with('#')).count(),
-        Err(_) => 0,
-    };
-    if have >= needed {
-        return Ok(());
-    }
-    let cards = read_cards(&dir.join("kits.csv"))?;
-    let started = Instant::now();
-    let bodies = build_bodies(&dir.join("keys"), mode, &cards, have, needed - have)?;
-    let mut out = BufWriter::new(std::fs::OpenOptions::new().create(true).append(true).open(&path)?);
-    let built = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    writeln!(out, "#ctp-issuer bench bodies mode={} built={built}", mode.name())?;
-    for body in &bodies {
-        writeln!(out, "{body}")?;
-    }
-    out.flush()?;
-    tracing::info!(mode = mode.name(), built = bodies.len(), seconds = started.elapsed().as_secs_f64(), "notification bodies built");
-    Ok(())
-}
-
-/// The first `needed` bodies, checked distinct, and the age of the oldest.
-pub fn load_bodies(dir: &Path, mode: Mode, needed: usize) -> anyhow::Result<(Vec<Bytes>, Option<Duration>)> {
-    let path = bodies_path(dir, mode);
-    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    let mut bodies = Vec::with_capacity(needed);
-    let mut oldest = None;
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line?;
-        if let Some(meta) = line.strip_prefix('#') {
-            let built = meta.split_whitespace().find_map(|kv| kv.strip_prefix("built=")).and_then(|v| v.parse::<u64>().ok());
-            if let (None, Some(secs)) = (oldest, built) {
-                oldest = SystemTime::now().duration_since(UNIX_EPOCH + Duration::from_secs(secs)).ok();
-            }
-            continue;
-        }
-        if bodies.len() == needed {
-            break;
-        }
-        bodies.push(Bytes::from(line));
-    }
-    if bodies.len() < needed {
-        bail!("{} holds {} bodies, {needed} needed", path.display(), bodies.len());
-    }
-    let distinct: HashSet<&[u8]> = bodies.iter().map(|b| b.as_ref()).collect();
-    if distinct.len() != bodies.len() {
-        bail!("{} holds repeated bodies: a load must send each notification once", path.display());
-    }
-    Ok((bodies, oldest))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn generated_cards_are_distinct_and_valid() {
@@ -282,12 +258,12 @@ mod tests {
         write_kits_csv(&dir.path().join("kits.csv"), 3).unwrap();
         let ring = crate::visa::VisaKeyRing::load(&dir.path().join("keys"), &["PS256".into(), "HS256".into()]).unwrap();
         assert!(ring.verifier(&keys.visa_kid, "PS256").is_some());
-        crate::pan::PanKeys::load(&dir.path().join("keys"), "v1", "v1").unwrap();
-        ensure_bodies(dir.path(), Mode::SharedHs256, 4).unwrap();
-        let (bodies, _) = load_bodies(dir.path(), Mode::SharedHs256, 4).unwrap();
+        let cards = read_cards(&dir.path().join("kits.csv")).unwrap();
+        let bodies = build_bodies(&dir.path().join("keys"), Mode::SharedHs256, &cards, 0, 4).unwrap();
+        let keys = crate::pan::PanKeys::load(&dir.path().join("keys"), "v1", "v1").unwrap();
         let policy = crate::visa::ReplayPolicy { window: Duration::from_secs(300), require_iat: true };
         for body in &bodies {
-            let raw = crate::visa::RawNotification::parse(super::super::TOKEN_REQUESTOR_ID, None, body).unwrap();
+            let raw = crate::visa::RawNotification::parse(TOKEN_REQUESTOR_ID, None, body.as_bytes(), &keys).unwrap();
             raw.open(&ring, policy, SystemTime::now()).unwrap();
         }
     }
@@ -296,9 +272,9 @@ mod tests {
     fn fresh_keys_carry_an_internal_api_token_secret() {
         let dir = tempfile::tempdir().unwrap();
         FreshKeys::write(dir.path()).unwrap();
-        let auth = crate::api::auth::ApiAuth::load(&crate::config::AuthConfig::default(), dir.path()).unwrap();
-        let secret = crate::api::auth::dev_secret_path(dir.path());
-        let token = crate::api::auth::mint_token(&secret, &[TENANT.into()], "bench", Duration::from_secs(60)).unwrap();
+        let auth = crate::auth::ApiAuth::load(&crate::config::AuthConfig::default(), dir.path()).unwrap();
+        let secret = crate::auth::dev_secret_path(dir.path());
+        let token = crate::auth::mint_token(&secret, &[TENANT.into()], "bench", Duration::from_secs(60)).unwrap();
         let caller = auth.verify(Some(&format!("Bearer {token}")), SystemTime::now()).unwrap();
         assert!(caller.may_act_for(TENANT));
     }

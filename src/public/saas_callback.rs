@@ -10,17 +10,16 @@ use std::time::SystemTime;
 
 use http::StatusCode;
 
-use crate::app::App;
-use crate::enrollment::service::{apply, finish_from_outcome};
+use crate::enrollment::service::{Applied, Source, result_of};
 use crate::http::{BodyError, Request, Response, empty, read_body};
 use crate::saas::wire::Callback;
-use crate::store::enrollment::FinishOutcome;
+use crate::state::Services;
 
 /// Callbacks are small; anything larger is not one.
 const MAX_CALLBACK_BYTES: usize = 64 * 1024;
 
-pub async fn handle(app: &App, request: Request) -> Response {
-    let status = match process(app, request).await {
+pub async fn handle(services: &Services, request: Request) -> Response {
+    let status = match process(services, request).await {
         Ok(status) => status,
         Err((status, reason)) => {
             tracing::warn!(reason, status = status.as_u16(), "SaaS callback refused");
@@ -31,35 +30,22 @@ pub async fn handle(app: &App, request: Request) -> Response {
     empty(status)
 }
 
-async fn process(app: &App, request: Request) -> Result<StatusCode, (StatusCode, &'static str)> {
+async fn process(services: &Services, request: Request) -> Result<StatusCode, (StatusCode, &'static str)> {
     let (parts, body) = read_body(request, MAX_CALLBACK_BYTES).await.map_err(|e| match e {
         BodyError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         BodyError::Io(_) => (StatusCode::BAD_REQUEST, "unreadable"),
     })?;
-    let verified = app.callback_verifier().verify(&parts.headers, body, SystemTime::now()).map_err(|e| {
+    let verified = services.callbacks.verify(&parts.headers, body, SystemTime::now()).map_err(|e| {
         let status = if e.is_malformed() { StatusCode::BAD_REQUEST } else { StatusCode::UNAUTHORIZED };
         (status, e.reason())
     })?;
     let callback: Callback = verified.json().map_err(|_| (StatusCode::BAD_REQUEST, "malformed"))?;
-    let trace = app
-        .store()
-        .request_trace(&callback.tenant, &callback.request_id)
-        .await
-        .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "database"))?;
-    // The tenant must be the request's own: another tenant's callback finds nothing.
-    let Some(trace) = trace else { return Err((StatusCode::NOT_FOUND, "unknown_request")) };
-    if trace.event != callback.event.as_str() {
-        return Err((StatusCode::BAD_REQUEST, "event_mismatch"));
-    }
-    let finish = finish_from_outcome(
-        callback.event,
-        &callback.request_id,
-        &callback.request_trace_id,
-        &callback.outcome,
-        Some(verified.id().to_owned()),
-    );
-    match apply(app, &finish, "callback").await {
-        Ok(FinishOutcome::Unknown) => Err((StatusCode::NOT_FOUND, "unknown_request")),
+    let result = result_of(callback.event, &callback.request_id, &callback.request_trace_id, &callback.outcome);
+    // The tenant and event must be the request's own: another tenant's callback finds nothing.
+    let source = Source::Callback { tenant: &callback.tenant, event: callback.event, webhook_id: verified.id() };
+    match services.enrollment.finish(&result, source).await {
+        Ok(Applied::Unknown) => Err((StatusCode::NOT_FOUND, "unknown_request")),
+        Ok(Applied::WrongEvent) => Err((StatusCode::BAD_REQUEST, "event_mismatch")),
         Ok(_) => Ok(StatusCode::OK),
         Err(e) => {
             tracing::error!(error = %e, "SaaS callback not applied; the SaaS will retry");

@@ -1,13 +1,14 @@
-//! `ctp-issuer bench …`: reproducible load on the notification path and the enrollment
-//! API (issue 5).
+//! `ctp-bench`: reproducible load on a running `ctp-issuer`: its notification path and
+//! its enrollment API, over loopback. A development tool, built beside the service and
+//! never part of it.
 //!
 //! | command | what it does |
 //! | --- | --- |
-//! | `bench prepare --dir D` | fresh keys (a Visa RSA pair, an issuer RSA pair, a shared secret, card-number keys, a SaaS callback secret, an internal-API token secret) in `D/keys`, fresh Luhn-valid cards in `D/kits.csv`, and optionally pre-built notifications |
-//! | `bench bodies --dir D --mode M --count N` | tops up `D/bodies-M.jsonl` to `N` pre-built notifications |
-//! | `bench notify --dir D …` | drives a running server's public listener over loopback with pre-built, distinct notifications, at a fixed concurrency or a fixed rate, for a bounded time and count; prints throughput, latency percentiles and the server's CPU and peak RSS from `/proc` |
-//! | `bench enroll …` | drives a running server's internal API over loopback with `registerEntityAndKit`, each request a fresh customer and card created beforehand through the registry API; the same measures as `notify`, then (with `--admin`) waits, bounded, for the asynchronous results and reports how many finished and when the last one did |
-//! | `bench ready --admin A` | polls `/readyz` until it answers 200 and prints the time since a given start instant and the idle RSS |
+//! | `prepare --dir D` | fresh keys (a Visa RSA pair, an issuer RSA pair, a shared secret, card-number keys, a SaaS callback secret, an internal-API token secret) in `D/keys`, fresh Luhn-valid cards in `D/kits.csv`, and optionally pre-built notifications |
+//! | `bodies --dir D --mode M --count N` | tops up `D/bodies-M.jsonl` to `N` pre-built notifications |
+//! | `notify --dir D …` | drives a running server's public listener over loopback with pre-built, distinct notifications, at a fixed concurrency or a fixed rate, for a bounded time and count; prints throughput, latency percentiles and the server's CPU and peak RSS from `/proc` |
+//! | `enroll …` | drives a running server's internal API over loopback with `registerEntityAndKit`, each request a fresh customer and card created beforehand through the registry API; the same measures as `notify`, then (with `--admin`) waits, bounded, for the asynchronous results and reports how many finished and when the last one did |
+//! | `ready --admin A` | polls `/readyz` until it answers 200 and prints the time since a given start instant and the idle RSS |
 //!
 //! The server under test is an ordinary `ctp-issuer serve` with `CTP_KEYS_DIR=D/keys`
 //! whose database has had `ctp-issuer kits import D/kits.csv` for `notify` (see
@@ -21,7 +22,7 @@
 //! that several runs against fresh databases can share them. Their `iat` is the time they
 //! were built: the server under test needs a `visa.replay_window` longer than the bodies'
 //! age (`bench/run.sh` sets one hour). Likewise every registration is for a customer of its
-//! own ([`enroll`]), so none is answered "already registered" or from an idempotency key.
+//! own (`enroll`), so none is answered "already registered" or from an idempotency key.
 //!
 //! The load generator keeps its own cost small: one persistent HTTP/1.1 connection per
 //! worker, all workers on one current-thread runtime (so it never takes more than one
@@ -31,65 +32,62 @@
 //! Card numbers live only in `D/kits.csv`, inside the encrypted bodies and in the registry
 //! requests `enroll` sends; nothing here prints one.
 
+mod bodies;
 mod enroll;
-mod fresh;
 mod load;
 
-use clap::ValueEnum;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use ctp_issuer::config::Config;
+use ctp_issuer::sim::fixtures::{FreshKeys, Mode, TENANT, TOKEN_REQUESTOR_ID, write_kits_csv};
+use ctp_issuer::sim::visa::notification_path;
 use http::{Method, StatusCode, Uri};
 
-use crate::config::Config;
-use crate::sim::visa::{NotificationBuilder, notification_path};
+use bodies::{MAX_NOTIFICATIONS, bodies_path, ensure_bodies, load_bodies};
+use enroll::EnrollArgs;
+use load::{LoadArgs, MakeRequest, base_headers, drive, loopback_target, on_one_thread, proc_status_kib, request};
 
-pub use enroll::{EnrollArgs, MAX_ENROLLMENTS};
-pub use fresh::{FreshKeys, TestCard, bodies_path, build_bodies, ensure_bodies, fresh_cards, load_bodies, read_cards, write_kits_csv};
-pub use load::{LoadArgs, LoadReport, loopback_target, proc_cpu, proc_status_kib};
-use load::{MakeRequest, base_headers, drive, on_one_thread, request};
-
-/// Upper bound on one load run, whatever `--duration` says.
+/// Longest a load (or a wait) may last.
 pub const MAX_DURATION: Duration = Duration::from_secs(600);
-/// Upper bound on the pre-built notifications of one mode.
-pub const MAX_NOTIFICATIONS: usize = 2_000_000;
-/// Upper bound on the cards of one prepared directory.
-pub const MAX_CARDS: usize = 1_000_000;
-/// The tenant of the generated kits and of `bench enroll`'s customers.
-pub const TENANT: &str = "BENCH";
-/// The token requestor the bodies are posted for.
-pub const TOKEN_REQUESTOR_ID: &str = "40010030273";
 
-/// The two Visa key modes (and the shared-secret variant signed by Visa's RSA key).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
-pub enum Mode {
-    /// JWS PS256 by Visa's key, JWE RSA-OAEP-256 to the issuer's key.
-    Rsa,
-    /// JWS PS256 by Visa's key, JWE A256GCMKW with the shared secret.
-    Shared,
-    /// JWS HS256 and JWE A256GCMKW, both with the shared secret (no RSA at all).
-    SharedHs256,
+#[derive(Debug, Parser)]
+#[command(name = "ctp-bench", version, about = "Reproducible load on a running ctp-issuer, over loopback")]
+struct Cli {
+    /// The server's TOML configuration file (for the internal API's token secret).
+    #[arg(long, global = true, env = "CTP_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: BenchCommand,
 }
 
-impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Rsa => "rsa",
-            Self::Shared => "shared",
-            Self::SharedHs256 => "shared-hs256",
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ctp-bench: {e}");
+            return ExitCode::from(2);
         }
-    }
-
-    /// A builder for this mode from a directory laid out by [`FreshKeys::write`].
-    pub fn builder(self, keys_dir: &Path) -> anyhow::Result<NotificationBuilder> {
-        match self {
-            Self::Rsa => NotificationBuilder::rsa_from_dir(keys_dir),
-            Self::Shared => NotificationBuilder::shared_from_dir(keys_dir, false),
-            Self::SharedHs256 => NotificationBuilder::shared_from_dir(keys_dir, true),
+    };
+    ctp_issuer::telemetry::init_logging(&config.log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ctp-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, &config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ctp-bench: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -103,7 +101,7 @@ pub enum Format {
 }
 
 #[derive(Debug, clap::Subcommand)]
-pub enum BenchCommand {
+enum BenchCommand {
     /// Write fresh keys and cards for a server under test (and optionally pre-build
     /// notifications). Replaces whatever the directory held before.
     Prepare {
@@ -172,9 +170,9 @@ pub enum BenchCommand {
     },
 }
 
-/// Runs a `bench` subcommand. `config` says where the internal API's token secret is
-/// (`bench enroll` mints its token the way `ctp-issuer token` does).
-pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<ExitCode> {
+/// Runs a subcommand. `config` says where the internal API's token secret is (`enroll`
+/// mints its token the way `ctp-issuer token` does).
+async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Prepare { dir, cards, modes, notifications } => {
             let prepared = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
@@ -248,7 +246,7 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<ExitC
         }
         BenchCommand::Enroll(args) => {
             // The secret `ctp-issuer token` signs with.
-            let secret = config.auth.hs256_secret_file.clone().unwrap_or_else(|| crate::api::auth::dev_secret_path(&config.keys_dir));
+            let secret = config.auth.hs256_secret_file.clone().unwrap_or_else(|| ctp_issuer::auth::dev_secret_path(&config.keys_dir));
             enroll::run(args, &secret).await
         }
         BenchCommand::Ready { admin, since_ns, pid, timeout, format } => {
@@ -261,7 +259,7 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<ExitC
             let deadline = Instant::now() + timeout;
             let authority = addr.to_string();
             loop {
-                let answered = crate::sim::client::send(&authority, None, http::Method::GET, "/readyz", Bytes::new()).await;
+                let answered = ctp_issuer::sim::client::send(&authority, None, http::Method::GET, "/readyz", Bytes::new()).await;
                 if matches!(answered, Ok((StatusCode::OK, _))) {
                     break;
                 }

@@ -38,9 +38,11 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri};
 use serde_json::json;
 
-use super::fresh::{TestCard, fresh_cards, random_hex};
 use super::load::{LoadArgs, LoadPlan, LoadReport, MakeRequest, base_headers, drive, on_one_thread, request};
-use super::{Format, MAX_DURATION, TENANT, loopback_target, proc_cpu, proc_status_kib};
+use super::load::{loopback_target, proc_cpu, proc_status_kib};
+use super::{Format, MAX_DURATION};
+use ctp_issuer::sim::fixtures::TENANT;
+use ctp_issuer::sim::fixtures::{TestCard, fresh_cards, random_hex};
 
 /// Upper bound on the customers of one run (each is a profile and a card in the server's
 /// database, and a consumer in the SaaS simulator's memory).
@@ -86,13 +88,13 @@ pub async fn run(args: EnrollArgs, secret_file: &Path) -> anyhow::Result<ExitCod
     let addr = loopback_target(&args.target)?;
     let admin = args.admin.as_deref().map(loopback_target).transpose()?;
     let plan = args.load.plan(addr, args.count)?;
-    crate::api::check_id("--tenant", &args.tenant).map_err(|_| anyhow::anyhow!("--tenant must be 1 to 64 letters, digits, - or _"))?;
+    ctp_issuer::ids::TenantId::parse(&args.tenant).map_err(|e| anyhow::anyhow!("--{e}"))?;
     let total = args.count.checked_add(args.warmup).filter(|n| *n <= MAX_ENROLLMENTS).context("--count + --warmup is too large")?;
     let drain_timeout = args.drain_timeout.min(MAX_DURATION);
 
     // Valid through setup, load and drain, whatever they take.
     let ttl = Duration::from_secs(3600) + plan.duration + drain_timeout;
-    let token = crate::api::auth::mint_token(secret_file, std::slice::from_ref(&args.tenant), "bench", ttl)
+    let token = ctp_issuer::auth::mint_token(secret_file, std::slice::from_ref(&args.tenant), "bench", ttl)
         .with_context(|| format!("minting a token with {}", secret_file.display()))?;
     let headers = api_headers(addr, &token, &args.tenant)?;
     let run_id = random_hex(4);
@@ -333,7 +335,7 @@ fn parse_finished(metrics: &str) -> Finished {
 }
 
 async fn finished_now(admin: std::net::SocketAddr) -> anyhow::Result<Finished> {
-    let (status, body) = crate::sim::client::send(&admin.to_string(), None, Method::GET, "/metrics", Bytes::new()).await?;
+    let (status, body) = ctp_issuer::sim::client::send(&admin.to_string(), None, Method::GET, "/metrics", Bytes::new()).await?;
     if status != StatusCode::OK {
         bail!("{admin}/metrics answered {status}");
     }
@@ -428,7 +430,7 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
-    use crate::enrollment::EntityProfile;
+    use ctp_issuer::enrollment::EntityProfile;
 
     fn json_of(body: &Bytes) -> serde_json::Value {
         serde_json::from_slice(body).unwrap()
@@ -451,11 +453,11 @@ mod tests {
             profile.ready_for_registration().unwrap();
             // The card is valid, and the paths and the registration name the same ids.
             let kit = json_of(&c.kits[i]);
-            assert!(crate::pan::Pan::parse(kit["pan"].as_str().unwrap()).is_ok());
+            assert!(ctp_issuer::pan::Pan::parse(kit["pan"].as_str().unwrap()).is_ok());
             let registration = json_of(&c.registrations[i]);
             let (entity, kit_no) = (registration["entityId"].as_str().unwrap(), registration["kitNo"].as_str().unwrap());
-            crate::api::check_id("entityId", entity).unwrap();
-            crate::api::check_id("kitNo", kit_no).unwrap();
+            ctp_issuer::ids::EntityId::parse(entity).unwrap();
+            ctp_issuer::ids::KitNo::parse(kit_no).unwrap();
             assert_eq!(c.entity_uris[i].path(), format!("/registry/v1/entities/{entity}"));
             assert_eq!(c.kit_uris[i].path(), format!("/registry/v1/entities/{entity}/kits/{kit_no}"));
             // Only the card body carries the number.

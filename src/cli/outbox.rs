@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use clap::Subcommand;
 
-use crate::cli::format_millis;
+use super::format_millis;
 use crate::store::outbox::OutboxEntry;
 use crate::store::{Store, epoch_millis};
 

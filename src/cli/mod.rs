@@ -1,9 +1,12 @@
 //! The command line. Each subcommand loads the configuration, and every one that touches
 //! the database brings its schema up to date first.
 
+mod outbox;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::Context;
@@ -12,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, Listeners};
 use crate::config::Config;
+use crate::ids::TenantId;
 use crate::pan::PanKeys;
+use crate::registry::CardRegistry;
 use crate::registry::import::import_kits;
 use crate::sim::client::{ClientTls, send};
 use crate::sim::visa::{ContentEncryption, IatForm, NotificationBuilder, enrollment_payload, notification_path};
@@ -57,7 +62,7 @@ enum Command {
     /// The outbox of events for the issuer's other systems: list, and redrive dead events.
     Outbox {
         #[command(subcommand)]
-        command: crate::notify::admin_cli::OutboxCommand,
+        command: outbox::OutboxCommand,
     },
     /// Mint a development bearer token for the internal API (signed with the HS256
     /// secret, by default `KEYS_DIR/jwt/dev-hs256.secret`).
@@ -70,12 +75,6 @@ enum Command {
         ttl: std::time::Duration,
         #[arg(long, default_value = "developer")]
         subject: String,
-    },
-    /// Load tools for measuring the notification path and the enrollment API (see
-    /// BENCHMARKS.md).
-    Bench {
-        #[command(subcommand)]
-        command: crate::bench::BenchCommand,
     },
 }
 
@@ -184,21 +183,25 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
         Command::Visa { command } => visa_send(config, command).await,
         Command::Sim { command } => crate::sim::saas::cli::run(config, command).await,
         Command::Attempts { command: AttemptsCommand::List { limit } } => list_attempts(config, limit).await,
-        Command::Outbox { command } => crate::notify::admin_cli::run(open_store(&config).await?, command).await,
-        Command::Bench { command } => crate::bench::run(command, &config).await,
+        Command::Outbox { command } => outbox::run(open_store(&config).await?, command).await,
         Command::Token { tenants, ttl, subject } => {
-            let secret = config.auth.hs256_secret_file.clone().unwrap_or_else(|| crate::api::auth::dev_secret_path(&config.keys_dir));
-            println!("{}", crate::api::auth::mint_token(&secret, &tenants, &subject, ttl)?);
+            let secret = config.auth.hs256_secret_file.clone().unwrap_or_else(|| crate::auth::dev_secret_path(&config.keys_dir));
+            println!("{}", crate::auth::mint_token(&secret, &tenants, &subject, ttl)?);
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
+/// Opens the database, creating it and bringing its schema up to date if needed.
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
     crate::http::tls::install_crypto_provider();
-    let store = Store::connect(&config.database).await.context("opening the database")?;
-    store.migrate().await.context("migrating the database")?;
-    Ok(store)
+    Store::connect(&config.database).await.context("opening the database")
+}
+
+/// Opens a database that must exist: commands that only read do not create one.
+async fn open_existing_store(config: &Config) -> anyhow::Result<Store> {
+    crate::http::tls::install_crypto_provider();
+    Store::open_existing(&config.database).await.context("opening the database")
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
@@ -223,7 +226,7 @@ async fn watch_signals(app: App, shutdown: CancellationToken) {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => if let Err(e) = app.reload_visa_keys() {
+            _ = hup.recv() => if let Err(e) = app.services().reload_visa_keys() {
                 tracing::error!(error = %e, "key reload failed; keeping the previous keys");
             },
         }
@@ -233,8 +236,10 @@ async fn watch_signals(app: App, shutdown: CancellationToken) {
 }
 
 async fn import(config: Config, tenant: Option<String>, file: PathBuf) -> anyhow::Result<ExitCode> {
+    let tenant = tenant.as_deref().map(TenantId::parse).transpose().map_err(|e| anyhow::anyhow!("--{e}"))?;
     let store = open_store(&config).await?;
-    let keys = PanKeys::load(&config.keys_dir, &config.pan.fingerprint_version, &config.pan.encryption_version)?;
+    let keys = Arc::new(PanKeys::load(&config.keys_dir, &config.pan.fingerprint_version, &config.pan.encryption_version)?);
+    let registry = CardRegistry::new(store.clone(), keys, Arc::new(crate::state::tenants_of(&config)));
     let input = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
     let size = input.metadata().map(|m| m.len()).unwrap_or(0);
     let bar = if std::io::stderr().is_terminal() { indicatif::ProgressBar::new(size) } else { indicatif::ProgressBar::hidden() };
@@ -242,7 +247,7 @@ async fn import(config: Config, tenant: Option<String>, file: PathBuf) -> anyhow
         indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {per_sec} eta {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let report = import_kits(std::io::BufReader::new(input), tenant.as_deref(), &store, &keys, |b| bar.set_position(b)).await;
+    let report = import_kits(std::io::BufReader::new(input), tenant.as_ref(), &registry, |b| bar.set_position(b)).await;
     bar.finish_and_clear();
     store.close().await;
     let report = report?;
@@ -300,7 +305,7 @@ async fn visa_send(config: Config, command: VisaCommand) -> anyhow::Result<ExitC
 }
 
 async fn list_attempts(config: Config, limit: i64) -> anyhow::Result<ExitCode> {
-    let store = open_store(&config).await?;
+    let store = open_existing_store(&config).await?;
     let rows = store.recent_attempts(limit).await?;
     store.close().await;
     if rows.is_empty() {
@@ -326,7 +331,7 @@ async fn list_attempts(config: Config, limit: i64) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn format_millis(ms: i64) -> String {
+fn format_millis(ms: i64) -> String {
     let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime_serde::re::humantime::format_rfc3339_seconds(t).to_string()
 }
