@@ -19,9 +19,11 @@ pub fn healthz() -> Response {
 }
 
 /// `GET /readyz`: the database answers. A load balancer stops sending traffic while it
-/// does not.
+/// does not. The text says so when the built-in simulator stands in for the Click to Pay
+/// SaaS, so that whoever looks knows enrollments go nowhere real.
 pub async fn readyz(app: &App) -> Response {
     match tokio::time::timeout(std::time::Duration::from_secs(2), app.store().ping()).await {
+        Ok(Ok(())) if app.saas_simulator_in_use() => text(StatusCode::OK, "ready (Click to Pay SaaS simulator in use)\n"),
         Ok(Ok(())) => text(StatusCode::OK, "ready\n"),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "not ready: database");

@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::auth::ApiAuth;
-use crate::config::{Config, ListenConfig};
+use crate::config::{Config, ListenConfig, SaasChoice};
 use crate::http::server::ListenerSpec;
 use crate::pan::PanKeys;
 use crate::saas::client::SaasClient;
@@ -31,10 +31,12 @@ struct Inner {
     api_auth: ApiAuth,
     saas: SaasClient,
     callbacks: WebhookVerifier,
-    /// With no `saas.base_url`, the built-in simulator's listener, bound at build time (so
-    /// the client knows its address) and served from `serve` (once our callback address
-    /// is known).
+    /// With the built-in simulator chosen (see [`Config::saas_choice`]), its listener,
+    /// bound at build time (so the client knows its address) and served from `serve`
+    /// (once our callback address is known).
     embedded_saas: std::sync::Mutex<Option<TcpListener>>,
+    /// Whether that simulator stands in for the Click to Pay SaaS.
+    saas_simulator: bool,
 }
 
 /// The three listeners, bound before the service starts (tests bind port 0 and read the
@@ -57,6 +59,8 @@ impl Listeners {
 impl App {
     /// Connects to the database, brings its schema up to date and loads every key.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // Refused before the database is touched: no SaaS, and not the simulator's shape.
+        config.saas_choice()?;
         crate::http::tls::install_crypto_provider();
         let store = Store::connect(&config.database).await?;
         store.migrate().await?;
@@ -65,7 +69,7 @@ impl App {
 
     /// Like [`App::build`] with a store already open (and migrated).
     pub fn with_store(config: Config, store: Store) -> anyhow::Result<Self> {
-        let visa_keys = VisaKeyRing::load(&config.keys_dir, &config.visa.jws_algorithms)?;
+        let visa_keys = VisaKeyRing::load(&config.keys_dir, &config.visa.jws_algorithm_names())?;
         let pan_keys = PanKeys::load(&config.keys_dir, &config.pan.fingerprint_version, &config.pan.encryption_version)?;
         tracing::info!(keys = ?visa_keys, "Visa notification keys loaded");
         let api_auth = ApiAuth::load(&config.auth, &config.keys_dir)?;
@@ -73,15 +77,21 @@ impl App {
         if callbacks.is_empty() {
             anyhow::bail!("no SaaS webhook secret: add KEYS_DIR/saas/webhook-<id>.secret");
         }
-        let (base_url, embedded) = match &config.saas.base_url {
-            Some(url) => (url.clone(), None),
-            None => {
+        let choice = config.saas_choice()?;
+        let saas_simulator = choice.is_simulator();
+        let (base_url, embedded) = match choice {
+            SaasChoice::Remote { base_url } => (base_url.to_owned(), None),
+            SaasChoice::Simulator { explicit } => {
                 let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
                 listener.set_nonblocking(true)?;
                 let url = format!("http://{}", listener.local_addr()?);
+                if explicit {
+                    tracing::warn!("saas.simulator = true: the built-in simulator stands in for the Click to Pay SaaS");
+                }
                 (url, Some(TcpListener::from_std(listener)?))
             }
         };
+        metrics::gauge!("ctp_saas_simulator_in_use").set(if saas_simulator { 1.0 } else { 0.0 });
         let saas = SaasClient::new(&base_url, &config.saas)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -93,6 +103,7 @@ impl App {
                 saas,
                 callbacks,
                 embedded_saas: std::sync::Mutex::new(embedded),
+                saas_simulator,
             }),
         })
     }
@@ -107,6 +118,11 @@ impl App {
 
     pub fn callback_verifier(&self) -> &WebhookVerifier {
         &self.inner.callbacks
+    }
+
+    /// Whether the built-in simulator stands in for the Click to Pay SaaS.
+    pub fn saas_simulator_in_use(&self) -> bool {
+        self.inner.saas_simulator
     }
 
     pub fn config(&self) -> &Config {
@@ -132,7 +148,7 @@ impl App {
 
     /// Re-reads the Visa key directories (on SIGHUP). A failed reload keeps the old ring.
     pub fn reload_visa_keys(&self) -> anyhow::Result<()> {
-        let ring = VisaKeyRing::load(&self.config().keys_dir, &self.config().visa.jws_algorithms)?;
+        let ring = VisaKeyRing::load(&self.config().keys_dir, &self.config().visa.jws_algorithm_names())?;
         tracing::info!(keys = ?ring, "Visa notification keys reloaded");
         self.inner.visa_keys.store(Arc::new(ring));
         Ok(())

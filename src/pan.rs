@@ -6,6 +6,8 @@
 //! never carry its digits, and its memory is wiped on drop. Nothing else in the crate holds
 //! a card number as a `String`.
 
+pub mod config;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;

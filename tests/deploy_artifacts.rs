@@ -352,9 +352,11 @@ fn deployment_and_configmap_make_a_configuration_the_service_accepts() {
     let toml_lines = block(&cm_lines, toml_at);
     let strip = toml_lines.iter().filter(|l| !l.trim().is_empty()).map(|l| indent(l)).min().unwrap();
     let toml_text: String = toml_lines.iter().map(|l| format!("{}\n", l.get(strip..).unwrap_or(""))).collect();
-    let mut config: Config = toml::from_str(&toml_text).unwrap_or_else(|e| panic!("configmap.yaml config.toml: {e}"));
-    config.apply_env(|name| env.get(name).cloned()).unwrap_or_else(|e| panic!("deployment.yaml environment: {e}"));
-    config.validate().unwrap_or_else(|e| panic!("deploy/kubernetes: {e}"));
+    // The service's own loader: defaults, the file, then the environment; validated.
+    let loaded = Config::from_layers(Some((Path::new("configmap.yaml config.toml"), &toml_text)), env.clone())
+        .unwrap_or_else(|e| panic!("deploy/kubernetes: {e}"));
+    assert!(loaded.warnings.is_empty(), "deployment.yaml sets variables that are no settings: {:?}", loaded.warnings);
+    let config = loaded.config;
 
     // Mounts, by volume name.
     let mounts_at = position(&lines, "volumeMounts:");

@@ -7,6 +7,7 @@
 //! Answers use seed 000's envelope ([`envelope`]). Another tenant's entity is "not found".
 
 pub mod auth;
+pub mod config;
 pub mod ctp;
 pub mod envelope;
 pub mod registry;

@@ -2,6 +2,7 @@
 //! requests, and the one table of legal transitions every change goes through. Knows
 //! nothing of HTTP or SQL.
 
+pub mod config;
 pub mod event;
 pub mod profile;
 pub mod service;

@@ -5,6 +5,7 @@
 //! operator's side is [`admin_cli`]; the consumer's side is `docs/outbox.md`.
 
 pub mod admin_cli;
+pub mod config;
 pub mod log;
 pub mod mask;
 pub mod publisher;

@@ -10,6 +10,7 @@
 
 mod batch;
 mod checkpoint;
+pub mod config;
 pub mod enrollment;
 pub mod outbox;
 mod postgres;

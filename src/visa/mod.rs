@@ -2,6 +2,7 @@
 //! the envelope ([`envelope`]), its keys ([`keys`]), the decrypted payload ([`payload`]),
 //! the errors and their statuses ([`error`]), and the HTTP handler ([`handler`]).
 
+pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod handler;
