@@ -497,6 +497,76 @@ mod tests {
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 
+    /// The README's example file loads (with the documented variables unset).
+    #[test]
+    fn the_readme_example_file_is_valid() {
+        let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+        let example = readme.split("Example file:").nth(1).expect("README has an example file");
+        let toml = example.split("```toml\n").nth(1).and_then(|t| t.split("```").next()).expect("a toml block");
+        Config::from_layers(Some((Path::new("README.md"), toml)), [("PATH", "/bin")]).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Every key has a row in `docs/configuration.md`, with its variable and default, and
+    /// every row names a real key.
+    #[test]
+    fn docs_configuration_md_lists_every_key() {
+        let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md")).unwrap();
+        let mut rows: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+        let mut in_key_table = false;
+        for line in doc.lines() {
+            in_key_table = (in_key_table && line.starts_with('|')) || line == "| key | environment | default | meaning |";
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            if !in_key_table || cells.len() != 6 || !cells[1].starts_with('`') {
+                continue;
+            }
+            let key = cells[1].trim_matches('`').to_owned();
+            assert!(
+                rows.insert(key.clone(), cells[2..cells.len() - 1].iter().map(|c| c.to_string()).collect()).is_none(),
+                "{key} has two rows"
+            );
+        }
+        let mut keys: Vec<String> = Vec::new();
+        for leaf in schema::leaves() {
+            let row = rows.get(&leaf.path).unwrap_or_else(|| panic!("docs/configuration.md has no row for {}", leaf.path));
+            assert!(
+                row[0].contains(&format!("`{}`", leaf.env_name())),
+                "{}: the variable column must name `{}`",
+                leaf.path,
+                leaf.env_name()
+            );
+            let default = match &leaf.default {
+                serde_json::Value::String(s) if s == crate::setting::REDACTED => None,
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Array(items) => {
+                    Some(items.iter().map(|i| i.as_str().map_or(i.to_string(), String::from)).collect::<Vec<_>>().join(", "))
+                }
+                serde_json::Value::Null => None,
+                other => Some(other.to_string()),
+            };
+            if let Some(default) = default {
+                assert!(
+                    row[1].contains(&format!("`{default}`")),
+                    "{}: the default column must show `{default}`, it has {:?}",
+                    leaf.path,
+                    row[1]
+                );
+            }
+            keys.push(leaf.path);
+        }
+        for (alias, path) in schema::ALIASES {
+            assert!(
+                rows.get(*path).is_some_and(|row| row[0].contains(&format!("`{alias}`"))),
+                "{path}: the row must name its alias {alias}"
+            );
+        }
+        for field in ["bins", "display_name", "accent_color", "d1_issuer_id"] {
+            keys.push(format!("tenants.<id>.{field}"));
+        }
+        for key in rows.keys() {
+            assert!(keys.contains(key), "docs/configuration.md has a row for {key}, which is not a key");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
