@@ -99,7 +99,7 @@ fn luhn_valid(digits: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// The keys that make fingerprints and sealed copies. Loaded once from

@@ -75,10 +75,10 @@ fn emitted_metrics(src: &str) -> BTreeMap<String, Kind> {
             let Some(rest) = rest.strip_prefix('"') else { continue };
             let Some(end) = rest.find('"') else { continue };
             let name = &rest[..end];
-            if name.starts_with("ctp_") {
-                if let Some(previous) = out.insert(name.to_owned(), kind) {
-                    assert_eq!(previous, kind, "{name} is emitted as two kinds of metric");
-                }
+            if name.starts_with("ctp_")
+                && let Some(previous) = out.insert(name.to_owned(), kind)
+            {
+                assert_eq!(previous, kind, "{name} is emitted as two kinds of metric");
             }
         }
     }
@@ -143,12 +143,12 @@ fn check_references(what: &str, text: &str, emitted: &BTreeMap<String, Kind>, sr
             .unwrap_or((name.clone(), None));
         match (emitted.get(&base), suffix) {
             (None, _) => problems.push(format!("{what}: {name} is not emitted by any counter!/gauge!/histogram! under src/")),
-            (Some(Kind::Histogram), None) => {
-                // A histogram exists only as _bucket, _sum and _count; a bare name in a
-                // description is fine, in a query it selects nothing.
-                if text.contains(&format!("{base}[")) || text.contains(&format!("{base}{{")) || text.contains(&format!("({base})")) {
-                    problems.push(format!("{what}: histogram {base} queried without _bucket/_sum/_count"));
-                }
+            // A histogram exists only as _bucket, _sum and _count; a bare name in a
+            // description is fine, in a query it selects nothing.
+            (Some(Kind::Histogram), None)
+                if text.contains(&format!("{base}[")) || text.contains(&format!("{base}{{")) || text.contains(&format!("({base})")) =>
+            {
+                problems.push(format!("{what}: histogram {base} queried without _bucket/_sum/_count"));
             }
             _ => {}
         }
