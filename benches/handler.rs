@@ -18,7 +18,6 @@ use ctp_issuer::public::visa_notification::{Accepted, accept};
 use ctp_issuer::registry::import::import_kits;
 use ctp_issuer::sim::fixtures::{FreshKeys, Mode, TOKEN_REQUESTOR_ID, TestCard, build_bodies, read_cards, write_kits_csv};
 use ctp_issuer::{App, Config};
-use secrecy::SecretString;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -35,7 +34,7 @@ fn fixture(runtime: &tokio::runtime::Runtime) -> Fixture {
     write_kits_csv(&kits, 500).unwrap();
     let cards = read_cards(&kits).unwrap();
     let mut config = Config::default();
-    config.database.url = SecretString::from(format!("sqlite://{}", dir.path().join("bench.db").display()));
+    config.database.url = format!("sqlite://{}", dir.path().join("bench.db").display()).parse().unwrap();
     config.keys_dir = keys_dir.clone();
     config.visa.replay_window = Duration::from_secs(3600);
     let app = runtime.block_on(async {

@@ -19,11 +19,11 @@ pub fn healthz() -> Response {
 }
 
 /// `GET /readyz`: the database answers. A load balancer stops sending traffic while it
-/// does not. The answer also says when the SaaS layer is the built-in simulator, so that a
-/// deployment that forgot its SaaS URL shows it.
+/// does not. The text says so when the built-in simulator stands in for the Click to Pay
+/// SaaS, so that whoever looks knows enrollments go nowhere real.
 pub async fn readyz(services: &Services) -> Response {
     match tokio::time::timeout(std::time::Duration::from_secs(2), services.store.ping()).await {
-        Ok(Ok(())) if services.simulator_in_use => text(StatusCode::OK, "ready (Click to Pay SaaS: the built-in simulator)\n"),
+        Ok(Ok(())) if services.simulator_in_use => text(StatusCode::OK, "ready (Click to Pay SaaS simulator in use)\n"),
         Ok(Ok(())) => text(StatusCode::OK, "ready\n"),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "not ready: database");

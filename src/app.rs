@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ListenConfig};
+use crate::config::{Config, ListenConfig, SaasChoice};
 use crate::http::server::ListenerSpec;
 use crate::sim::saas::{SimConfig, Simulator};
 use crate::state::Services;
@@ -18,8 +18,9 @@ use crate::{http, routes};
 #[derive(Clone)]
 pub struct App {
     services: Arc<Services>,
-    /// The built-in SaaS simulator's listener, bound at build time (so the client knows
-    /// its address) and served from `serve` (once our callback address is known).
+    /// With the built-in simulator chosen (see [`Config::saas_choice`]), its listener,
+    /// bound at build time (so the client knows its address) and served from `serve`
+    /// (once our callback address is known).
     embedded_saas: Arc<std::sync::Mutex<Option<TcpListener>>>,
 }
 
@@ -43,6 +44,8 @@ impl Listeners {
 impl App {
     /// Opens the database (bringing its schema up to date) and builds every service.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // Refused before the database is touched: no SaaS, and not the simulator's shape.
+        config.saas_choice()?;
         crate::http::tls::install_crypto_provider();
         let store = Store::connect(&config.database).await?;
         Self::with_store(config, store)
@@ -50,9 +53,9 @@ impl App {
 
     /// Like [`App::build`] with a store already open.
     pub fn with_store(config: Config, store: Store) -> anyhow::Result<Self> {
-        let (base_url, embedded) = match &config.saas.base_url {
-            Some(url) => (url.clone(), None),
-            None => {
+        let (base_url, embedded) = match config.saas_choice()? {
+            SaasChoice::Remote { base_url } => (base_url.to_owned(), None),
+            SaasChoice::Simulator { .. } => {
                 let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
                 listener.set_nonblocking(true)?;
                 let url = format!("http://{}", listener.local_addr()?);

@@ -1,19 +1,37 @@
-//! Layered configuration: documented defaults, then an optional TOML file, then `CTP_*`
-//! environment variables. Validated once, at start, so that a running service never
-//! discovers a bad setting halfway through a request.
+//! Layered configuration: each section's documented defaults, then an optional TOML file,
+//! then `CTP_*` environment variables. Validated once, at start, so that a running service
+//! never discovers a bad setting halfway through a request; every problem found is
+//! reported together.
 //!
-//! Every field below is documented in the README's configuration reference; keep the two
-//! in step.
+//! Each section is defined next to the code it configures (`crate::http::config`,
+//! `crate::saas::config`, …) and re-exported here under its old name. This module only
+//! assembles them: [`Config`], the layers (`schema` learns the keys, `env` reads the
+//! variables, `layers` puts file and variables together) and the checks that span
+//! sections. Every key is listed in `docs/configuration.md`, which a test keeps in step.
 
-use std::net::SocketAddr;
+mod env;
+mod layers;
+mod schema;
+
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// The whole configuration of one process.
-#[derive(Debug, Clone, Deserialize)]
+pub use crate::auth::config::AuthConfig;
+pub use crate::enrollment::config::EnrollmentConfig;
+pub use crate::http::config::{HttpConfig, ListenConfig, TlsConfig};
+pub use crate::notify::config::{LogPayloads, LogTarget, OutboxConfig, PublisherKind};
+pub use crate::pan::config::{KeyVersion, PanConfig};
+pub use crate::saas::config::{SaasChoice, SaasConfig};
+pub use crate::setting::{Problem, Problems};
+pub use crate::store::config::{DatabaseConfig, DatabaseKind, DatabaseUrl};
+pub use crate::telemetry::config::{LogConfig, LogFormat};
+pub use crate::tenants::config::{BinPrefix, TenantConfig, TenantsConfig};
+pub use crate::visa::config::{JwsAlgorithm, SUPPORTED_JWS_ALGORITHMS, VisaConfig};
+
+/// The whole configuration of one process. Serializes with its secrets as `[redacted]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub database: DatabaseConfig,
@@ -21,7 +39,7 @@ pub struct Config {
     /// TLS on the public listener (the one Visa calls). Absent: plain HTTP, for loopback
     /// and for deployments that terminate TLS in front of us.
     pub tls: Option<TlsConfig>,
-    /// Root of the key layout described in `keys/README.md`.
+    /// Root of the key layout described in `keys/README.md`. Default: `keys`.
     pub keys_dir: PathBuf,
     pub visa: VisaConfig,
     pub pan: PanConfig,
@@ -35,267 +53,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The enrollment loop's background work: reconciling requests left IN_PROGRESS.
     pub enrollment: EnrollmentConfig,
-    /// The issuers served, each with the BIN ranges it owns. None: a single issuer.
-    pub tenants: std::collections::BTreeMap<String, TenantSection>,
-}
-
-/// One issuer and the BIN prefixes (1 to 11 digits) of the cards it issues.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TenantSection {
-    pub bins: Vec<String>,
-    pub d1_issuer_id: Option<String>,
-    pub display_name: Option<String>,
-    pub accent_color: Option<String>,
-}
-
-/// Bearer JWTs on the internal API. Tokens name the tenants they may act for in a
-/// `tenants` (array) or `tenant` (string) claim; `"*"` is every tenant.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// HS256 secret file. Default: `KEYS_DIR/jwt/dev-hs256.secret` when it exists.
-    pub hs256_secret_file: Option<PathBuf>,
-    /// Directory of RS256/ES256 public keys (`<kid>.pem`, SPKI or certificate).
-    pub public_keys_dir: Option<PathBuf>,
-    /// A JWKS file of RS256/ES256 public keys.
-    pub jwks_file: Option<PathBuf>,
-    /// When set, tokens must carry this `iss`.
-    pub issuer: Option<String>,
-    /// When set, tokens must carry this `aud`.
-    pub audience: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EnrollmentConfig {
-    /// A request IN_PROGRESS this long without a callback is polled through `/status`.
-    #[serde(with = "humantime_serde")]
-    pub reconcile_after: Duration,
-    /// How often the reconciler looks for such requests.
-    #[serde(with = "humantime_serde")]
-    pub reconcile_interval: Duration,
-    /// Requests polled at once, per replica.
-    pub reconcile_concurrency: usize,
-}
-
-impl Default for EnrollmentConfig {
-    fn default() -> Self {
-        Self { reconcile_after: Duration::from_secs(30), reconcile_interval: Duration::from_secs(5), reconcile_concurrency: 4 }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DatabaseConfig {
-    /// `sqlite://path/to/file.db` or `postgres://user@host/db`. A secret: it may hold a password.
-    pub url: SecretString,
-    pub max_connections: u32,
-    /// How long a request waits for a connection before it fails (and Visa gets a 500).
-    #[serde(with = "humantime_serde")]
-    pub acquire_timeout: Duration,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ListenConfig {
-    /// Visa's notifications and the SaaS callbacks. The only port exposed to the outside.
-    pub public: SocketAddr,
-    /// The issuer's own services.
-    pub internal: SocketAddr,
-    /// `/metrics`, `/healthz`, `/readyz`.
-    pub admin: SocketAddr,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-    /// PEM bundle of CAs whose client certificates are required (mutual TLS, as Visa uses).
-    pub client_ca: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct VisaConfig {
-    /// How far a notification's `iat` may be from our clock, either way. No public maximum
-    /// is known, so this is a setting; out-of-window messages are rejected with 401.
-    #[serde(with = "humantime_serde")]
-    pub replay_window: Duration,
-    /// Whether a JWE without `iat` is refused (401). On by default: without `iat` a captured
-    /// message could be replayed forever.
-    pub require_iat: bool,
-    /// Signature algorithms accepted on the outer JWS. PS256 is what Visa uses; HS256 is
-    /// the shared-secret channel. Others (RS256, PS384, PS512) only when listed here.
-    pub jws_algorithms: Vec<String>,
-    /// Bytes read from a notification body before it is refused, checked before any parsing.
-    pub max_body_bytes: usize,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PanConfig {
-    /// Version of the HMAC key new fingerprints are made with (`keys/pan/fingerprint-<v>.key`).
-    /// Older versions present in the directory are still used for lookups.
-    pub fingerprint_version: String,
-    /// Version of the AES-256-GCM key new sealed copies are made with
-    /// (`keys/pan/encryption-<v>.key`).
-    pub encryption_version: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HttpConfig {
-    /// A connection that has not sent a whole request head this long after it was
-    /// accepted is closed, whether it sent a byte or not (silent and slowloris clients).
-    #[serde(with = "humantime_serde")]
-    pub header_read_timeout: Duration,
-    /// A keep-alive or HTTP/2 connection with no request in flight this long is closed.
-    #[serde(with = "humantime_serde")]
-    pub idle_timeout: Duration,
-    /// Open connections per listener; past it a new one is closed at once (and counted).
-    pub max_connections: usize,
-    /// A request still running after this is abandoned and answered 500 on the public
-    /// listener (the status Visa retries), 503 on the others.
-    #[serde(with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// On SIGTERM, how long open connections may finish before they are cut.
-    #[serde(with = "humantime_serde")]
-    pub drain_timeout: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    /// A `tracing` filter, e.g. `info` or `ctp_issuer=debug,sqlx=warn`.
-    pub filter: String,
-}
-
-/// Which publisher the outbox relay uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PublisherKind {
-    /// One JSON line per event: the embedded default, no broker needed.
-    Log,
-    /// RabbitMQ (AMQP 0-9-1) with publisher confirms.
-    Rabbitmq,
-}
-
-/// Where the log publisher writes its lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogTarget {
-    /// Standard output, apart from the service's own logs (which go to stderr).
-    Stdout,
-    /// The service's log, at INFO, target `ctp_issuer::outbox`. Events carry consumers'
-    /// names and contact details: only where the log is guarded like the queue would be.
-    Tracing,
-}
-
-/// What the log publisher shows of an event's personal data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogPayloads {
-    /// Names, email addresses, phone numbers and addresses masked: what a log pipeline may hold.
-    Masked,
-    /// Everything, as the queue's consumers get it: for development only.
-    Full,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct OutboxConfig {
-    /// Whether this process runs the relay. Every replica may; with it off, events wait
-    /// in the outbox for a process that runs it.
-    pub enabled: bool,
-    pub publisher: PublisherKind,
-    /// With the `log` publisher.
-    pub log_target: LogTarget,
-    /// With the `log` publisher: personal data masked (the default) or shown in full.
-    pub log_payloads: LogPayloads,
-    /// `amqp://user:password@host:5672/vhost` or `amqps://…`. A secret: it holds a password.
-    pub amqp_url: SecretString,
-    /// The durable queue events go to, declared if missing, when no exchange is set; the
-    /// default routing key when one is.
-    pub queue: String,
-    /// Publish to this exchange instead of straight to `queue`. It must exist, and its
-    /// bindings are the operator's: an event no binding routes is a failed publish.
-    pub exchange: Option<String>,
-    /// Routing key with `exchange`; `queue` when absent.
-    pub routing_key: Option<String>,
-    /// Events claimed and published per round.
-    pub batch_size: u32,
-    /// Pause between rounds that found less than a full batch.
-    #[serde(with = "humantime_serde")]
-    pub poll_interval: Duration,
-    /// Tries before an event is dead (see `ctp-issuer outbox list --dead` and `redrive`).
-    pub max_attempts: u32,
-    /// Delay before the first retry; it doubles with every try, jittered, up to `backoff_max`.
-    #[serde(with = "humantime_serde")]
-    pub backoff_base: Duration,
-    #[serde(with = "humantime_serde")]
-    pub backoff_max: Duration,
-    /// Longest wait on the broker: to connect, and for one batch's confirmations.
-    #[serde(with = "humantime_serde")]
-    pub publish_timeout: Duration,
-    /// How long a claimed event is left to its relay before another may take it (after a
-    /// crash, the delay before it is published again). At least twice `publish_timeout`,
-    /// so that a live relay never loses a claim mid-publish.
-    #[serde(with = "humantime_serde")]
-    pub lease: Duration,
-}
-
-/// The Click to Pay SaaS layer (see `docs/saas.md`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SaasConfig {
-    /// Base URL of the SaaS, e.g. `https://saas.example.com/ctp/v1`. `https://`, or
-    /// `http://` for a loopback host only. Absent: `serve` runs the embedded simulator in
-    /// process, so that a fresh checkout has a working loop with no outside service.
-    pub base_url: Option<String>,
-    /// Sent as `Authorization: Bearer <api_key>` when set. A secret.
-    pub api_key: Option<SecretString>,
-    /// PEM bundle of the only CAs trusted for the SaaS (one behind a private CA). Absent:
-    /// the system's trust store.
-    pub ca_file: Option<PathBuf>,
-    /// Longest wait for a TCP (and TLS) connection.
-    #[serde(with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    /// Longest wait for one whole request, answer included. A timed-out submit is retried
-    /// with the same `requestId`, which the SaaS deduplicates.
-    #[serde(with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// Retries after the first attempt, on timeouts, connection errors, 5xx and 429.
-    pub max_retries: u32,
-    /// Delay before the first retry; it doubles with every retry, jittered, up to
-    /// `backoff_max`. A longer `Retry-After` than `backoff_max` ends the retries.
-    #[serde(with = "humantime_serde")]
-    pub backoff_base: Duration,
-    #[serde(with = "humantime_serde")]
-    pub backoff_max: Duration,
-    /// Directory of the callback signing secrets, `webhook-*.secret` (`whsec_…`).
-    /// Absent: `KEYS_DIR/saas`.
-    pub webhook_secrets_dir: Option<PathBuf>,
-    /// How far a callback's `webhook-timestamp` may be from our clock, either way.
-    #[serde(with = "humantime_serde")]
-    pub webhook_tolerance: Duration,
-    /// Where the SaaS posts its callbacks (given to the embedded simulator). Absent: our
-    /// public listener's address and callback path.
-    pub callback_url: Option<String>,
-    /// Embedded simulator: time from accepting a request to completing it and calling back.
-    #[serde(with = "humantime_serde")]
-    pub callback_delay: Duration,
+    /// The issuers served and their BIN ranges. None: one issuer.
+    pub tenants: TenantsConfig,
 }
 
 impl Default for Config {
@@ -313,513 +72,171 @@ impl Default for Config {
             saas: SaasConfig::default(),
             auth: AuthConfig::default(),
             enrollment: EnrollmentConfig::default(),
-            tenants: Default::default(),
+            tenants: TenantsConfig::default(),
         }
     }
 }
 
-impl Default for DatabaseConfig {
-    fn default() -> Self {
-        Self { url: SecretString::from("sqlite://data/ctp-issuer.db"), max_connections: 8, acquire_timeout: Duration::from_secs(5) }
-    }
-}
-
-impl Default for ListenConfig {
-    fn default() -> Self {
-        Self {
-            public: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            internal: SocketAddr::from(([127, 0, 0, 1], 8081)),
-            admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
-        }
-    }
-}
-
-impl Default for VisaConfig {
-    fn default() -> Self {
-        Self {
-            replay_window: Duration::from_secs(300),
-            require_iat: true,
-            jws_algorithms: vec!["PS256".into(), "HS256".into()],
-            max_body_bytes: 16 * 1024,
-        }
-    }
-}
-
-impl Default for PanConfig {
-    fn default() -> Self {
-        Self { fingerprint_version: "v1".into(), encryption_version: "v1".into() }
-    }
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 1024,
-            request_timeout: Duration::from_secs(30),
-            drain_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-impl Default for OutboxConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            publisher: PublisherKind::Log,
-            log_target: LogTarget::Stdout,
-            log_payloads: LogPayloads::Masked,
-            amqp_url: SecretString::from("amqp://guest:guest@127.0.0.1:5672/%2f"),
-            queue: "ctp.notification.all".into(),
-            exchange: None,
-            routing_key: None,
-            batch_size: 100,
-            poll_interval: Duration::from_secs(1),
-            max_attempts: 12,
-            backoff_base: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(300),
-            publish_timeout: Duration::from_secs(10),
-            lease: Duration::from_secs(60),
-        }
-    }
-}
-
-impl Default for SaasConfig {
-    fn default() -> Self {
-        Self {
-            base_url: None,
-            api_key: None,
-            ca_file: None,
-            connect_timeout: Duration::from_secs(3),
-            request_timeout: Duration::from_secs(10),
-            max_retries: 3,
-            backoff_base: Duration::from_millis(200),
-            backoff_max: Duration::from_secs(5),
-            webhook_secrets_dir: None,
-            webhook_tolerance: crate::webhook::DEFAULT_TOLERANCE,
-            callback_url: None,
-            callback_delay: Duration::from_millis(500),
-        }
-    }
-}
-
-impl SaasConfig {
-    /// Where the callback signing secrets are read from.
-    pub fn webhook_secrets_dir(&self, keys_dir: &Path) -> PathBuf {
-        self.webhook_secrets_dir.clone().unwrap_or_else(|| keys_dir.join("saas"))
-    }
-
-    /// URLs, ranges and the order of the timeouts.
-    fn validate(&self) -> Result<(), String> {
-        if let Some(url) = &self.base_url {
-            crate::saas::client::check_base_url(url).map_err(|e| format!("saas.base_url: {e}"))?;
-        }
-        if let Some(url) = &self.callback_url {
-            crate::saas::client::check_callback_url(url).map_err(|e| format!("saas.callback_url: {e}"))?;
-        }
-        if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
-            return Err("saas.connect_timeout and saas.request_timeout must be positive".into());
-        }
-        if self.connect_timeout > self.request_timeout {
-            return Err("saas.connect_timeout must not exceed saas.request_timeout".into());
-        }
-        if self.max_retries > 10 {
-            return Err("saas.max_retries must be at most 10".into());
-        }
-        if self.backoff_base.is_zero() || self.backoff_base > self.backoff_max {
-            return Err("saas.backoff_base must be positive and at most saas.backoff_max".into());
-        }
-        if self.webhook_tolerance < Duration::from_secs(1) || self.webhook_tolerance > Duration::from_secs(3600) {
-            return Err("saas.webhook_tolerance must be between 1s and 1h".into());
-        }
-        if self.callback_delay > Duration::from_secs(600) {
-            return Err("saas.callback_delay must be at most 10m".into());
-        }
-        Ok(())
-    }
-}
-
-impl OutboxConfig {
-    /// Ranges, lengths (AMQP names are at most 255 bytes) and the lease rule.
-    fn validate(&self) -> Result<(), String> {
-        if !(1..=1000).contains(&self.batch_size) {
-            return Err("outbox.batch_size must be between 1 and 1000".into());
-        }
-        if self.max_attempts == 0 {
-            return Err("outbox.max_attempts must be at least 1".into());
-        }
-        for (name, d) in [
-            ("outbox.poll_interval", self.poll_interval),
-            ("outbox.backoff_base", self.backoff_base),
-            ("outbox.publish_timeout", self.publish_timeout),
-        ] {
-            if d.is_zero() {
-                return Err(format!("{name} must be positive"));
-            }
-        }
-        if self.backoff_max < self.backoff_base {
-            return Err("outbox.backoff_max must not be less than outbox.backoff_base".into());
-        }
-        if self.lease < self.publish_timeout * 2 {
-            return Err("outbox.lease must be at least twice outbox.publish_timeout".into());
-        }
-        let names = [
-            ("outbox.queue", Some(&self.queue)),
-            ("outbox.exchange", self.exchange.as_ref()),
-            ("outbox.routing_key", self.routing_key.as_ref()),
-        ];
-        for (name, value) in names {
-            if let Some(v) = value
-                && (v.is_empty() || v.len() > 255)
-            {
-                return Err(format!("{name} must be 1 to 255 bytes long"));
-            }
-        }
-        if self.publisher == PublisherKind::Rabbitmq {
-            let url = self.amqp_url.expose_secret();
-            if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-                return Err("outbox.amqp_url must start with amqp:// or amqps://".into());
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self { format: LogFormat::Text, filter: "info".into() }
-    }
-}
-
-/// The JWS algorithms this build knows how to verify; `visa.jws_algorithms` must be a subset.
-pub const SUPPORTED_JWS_ALGORITHMS: &[&str] = &["PS256", "PS384", "PS512", "RS256", "HS256"];
-
+/// Why the configuration was refused. Messages name the file key or the variable, and
+/// never show a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("environment variable {name}: {message}")]
-    Env { name: &'static str, message: String },
     #[error("invalid configuration: {0}")]
-    Invalid(String),
+    Invalid(Problems),
+}
+
+/// A loaded configuration, and what the loader noticed without refusing it (variables
+/// that look like settings but are none), to be logged once logging is set up.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
 }
 
 impl Config {
-    /// Defaults, then `file` if given, then the process environment; validated.
+    /// Defaults, then `file` if given, then the process environment; validated. Warnings
+    /// go to the log (see [`Config::load_with_warnings`] to print them yourself).
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut config = match file {
-            Some(path) => Self::from_file(path)?,
-            None => Self::default(),
-        };
-        config.apply_env(|name| std::env::var(name).ok())?;
-        config.validate()?;
+        let Loaded { config, warnings } = Self::load_with_warnings(file)?;
+        for warning in warnings {
+            tracing::warn!("{warning}");
+        }
         Ok(config)
     }
 
-    fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+    /// Like [`Config::load`], handing back the warnings.
+    pub fn load_with_warnings(file: Option<&Path>) -> Result<Loaded, ConfigError> {
+        let text = match file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?),
+            None => None,
+        };
+        Self::from_layers(file.zip(text.as_deref()), std::env::vars_os())
     }
 
-    /// Applies the `CTP_*` variables. `lookup` is the environment (a parameter so that tests
-    /// need not mutate the process's own).
-    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError>
-        where
-            T::Err: std::fmt::Display,
-        {
-            value.parse().map_err(|e: T::Err| ConfigError::Env { name, message: e.to_string() })
+    /// The layers from given inputs: `file` as its path (for messages) and TOML text, and
+    /// `env` as variables (any; only `CTP_*` ones are read). Validated.
+    pub fn from_layers<K: Into<OsString>, V: Into<OsString>>(
+        file: Option<(&Path, &str)>,
+        env: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Loaded, ConfigError> {
+        let file = file.map(|(path, text)| layers::FileLayer::parse(path, text)).transpose()?;
+        let env = env::read(env, &schema::leaves());
+        // Variables that did not read are left out of the assembled configuration, so that
+        // what remains is still checked: one report lists every problem.
+        let (config, unread) = layers::assemble(file.as_ref(), &env.assignments)?;
+        let mut problems = env.problems;
+        problems.merge(unread.into_result());
+        if let Err(ConfigError::Invalid(invalid)) = config.validate() {
+            problems.merge(Err(invalid));
         }
-        fn duration(name: &'static str, value: &str) -> Result<Duration, ConfigError> {
-            humantime_serde::re::humantime::parse_duration(value).map_err(|e| ConfigError::Env { name, message: e.to_string() })
-        }
-
-        if let Some(v) = lookup("CTP_DATABASE_URL") {
-            self.database.url = SecretString::from(v);
-        }
-        if let Some(v) = lookup("CTP_DATABASE_MAX_CONNECTIONS") {
-            self.database.max_connections = parse("CTP_DATABASE_MAX_CONNECTIONS", &v)?;
-        }
-        if let Some(v) = lookup("CTP_KEYS_DIR") {
-            self.keys_dir = PathBuf::from(v);
-        }
-        if let Some(v) = lookup("CTP_PUBLIC_ADDR") {
-            self.listen.public = parse("CTP_PUBLIC_ADDR", &v)?;
-        }
-        if let Some(v) = lookup("CTP_INTERNAL_ADDR") {
-            self.listen.internal = parse("CTP_INTERNAL_ADDR", &v)?;
-        }
-        if let Some(v) = lookup("CTP_ADMIN_ADDR") {
-            self.listen.admin = parse("CTP_ADMIN_ADDR", &v)?;
-        }
-        let tls_cert = lookup("CTP_TLS_CERT");
-        let tls_key = lookup("CTP_TLS_KEY");
-        if tls_cert.is_some() || tls_key.is_some() {
-            let current = self.tls.take();
-            let cert = tls_cert.map(PathBuf::from).or(current.as_ref().map(|t| t.cert.clone()));
-            let key = tls_key.map(PathBuf::from).or(current.as_ref().map(|t| t.key.clone()));
-            match (cert, key) {
-                (Some(cert), Some(key)) => self.tls = Some(TlsConfig { cert, key, client_ca: current.and_then(|t| t.client_ca) }),
-                _ => {
-                    return Err(ConfigError::Env {
-                        name: "CTP_TLS_CERT",
-                        message: "CTP_TLS_CERT and CTP_TLS_KEY must be set together".into(),
-                    });
-                }
-            }
-        }
-        if let Some(v) = lookup("CTP_TLS_CLIENT_CA") {
-            match self.tls.as_mut() {
-                Some(tls) => tls.client_ca = Some(PathBuf::from(v)),
-                None => {
-                    return Err(ConfigError::Env { name: "CTP_TLS_CLIENT_CA", message: "needs CTP_TLS_CERT and CTP_TLS_KEY".into() });
-                }
-            }
-        }
-        if let Some(v) = lookup("CTP_VISA_REPLAY_WINDOW") {
-            self.visa.replay_window = duration("CTP_VISA_REPLAY_WINDOW", &v)?;
-        }
-        if let Some(v) = lookup("CTP_VISA_JWS_ALGORITHMS") {
-            self.visa.jws_algorithms = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
-        }
-        if let Some(v) = lookup("CTP_LOG_FORMAT") {
-            self.log.format = match v.as_str() {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                _ => {
-                    return Err(ConfigError::Env { name: "CTP_LOG_FORMAT", message: format!("expected `text` or `json`, got `{v}`") });
-                }
-            };
-        }
-        if let Some(v) = lookup("CTP_LOG") {
-            self.log.filter = v;
-        }
-        if let Some(v) = lookup("CTP_AUTH_HS256_SECRET_FILE") {
-            self.auth.hs256_secret_file = Some(PathBuf::from(v));
-        }
-        if let Some(v) = lookup("CTP_AUTH_JWKS_FILE") {
-            self.auth.jwks_file = Some(PathBuf::from(v));
-        }
-        if let Some(v) = lookup("CTP_RECONCILE_AFTER") {
-            self.enrollment.reconcile_after = duration("CTP_RECONCILE_AFTER", &v)?;
-        }
-        let outbox = &mut self.outbox;
-        if let Some(v) = lookup("CTP_OUTBOX_ENABLED") {
-            outbox.enabled = parse("CTP_OUTBOX_ENABLED", &v)?;
-        }
-        if let Some(v) = lookup("CTP_OUTBOX_PUBLISHER") {
-            outbox.publisher = match v.as_str() {
-                "log" => PublisherKind::Log,
-                "rabbitmq" => PublisherKind::Rabbitmq,
-                _ => {
-                    return Err(ConfigError::Env {
-                        name: "CTP_OUTBOX_PUBLISHER",
-                        message: format!("expected `log` or `rabbitmq`, got `{v}`"),
-                    });
-                }
-            };
-        }
-        if let Some(v) = lookup("CTP_OUTBOX_LOG_TARGET") {
-            outbox.log_target = match v.as_str() {
-                "stdout" => LogTarget::Stdout,
-                "tracing" => LogTarget::Tracing,
-                _ => {
-                    return Err(ConfigError::Env {
-                        name: "CTP_OUTBOX_LOG_TARGET",
-                        message: format!("expected `stdout` or `tracing`, got `{v}`"),
-                    });
-                }
-            };
-        }
-        if let Some(v) = lookup("CTP_OUTBOX_LOG_PAYLOADS") {
-            outbox.log_payloads = match v.as_str() {
-                "masked" => LogPayloads::Masked,
-                "full" => LogPayloads::Full,
-                _ => {
-                    return Err(ConfigError::Env {
-                        name: "CTP_OUTBOX_LOG_PAYLOADS",
-                        message: format!("expected `masked` or `full`, got `{v}`"),
-                    });
-                }
-            };
-        }
-        if let Some(v) = lookup("CTP_AMQP_URL") {
-            outbox.amqp_url = SecretString::from(v);
-        }
-        if let Some(v) = lookup("CTP_OUTBOX_QUEUE") {
-            outbox.queue = v;
-        }
-        // Empty means "none", so that a file's exchange can be switched off from the environment.
-        if let Some(v) = lookup("CTP_OUTBOX_EXCHANGE") {
-            outbox.exchange = Some(v).filter(|v| !v.is_empty());
-        }
-        if let Some(v) = lookup("CTP_OUTBOX_ROUTING_KEY") {
-            outbox.routing_key = Some(v).filter(|v| !v.is_empty());
-        }
-        if let Some(v) = lookup("CTP_OUTBOX_BATCH_SIZE") {
-            outbox.batch_size = parse("CTP_OUTBOX_BATCH_SIZE", &v)?;
-        }
-        if let Some(v) = lookup("CTP_OUTBOX_POLL_INTERVAL") {
-            outbox.poll_interval = duration("CTP_OUTBOX_POLL_INTERVAL", &v)?;
-        }
-        if let Some(v) = lookup("CTP_OUTBOX_MAX_ATTEMPTS") {
-            outbox.max_attempts = parse("CTP_OUTBOX_MAX_ATTEMPTS", &v)?;
-        }
-        if let Some(v) = lookup("CTP_OUTBOX_BACKOFF_BASE") {
-            outbox.backoff_base = duration("CTP_OUTBOX_BACKOFF_BASE", &v)?;
-        }
-        if let Some(v) = lookup("CTP_OUTBOX_BACKOFF_MAX") {
-            outbox.backoff_max = duration("CTP_OUTBOX_BACKOFF_MAX", &v)?;
-        }
-        if let Some(v) = lookup("CTP_OUTBOX_PUBLISH_TIMEOUT") {
-            outbox.publish_timeout = duration("CTP_OUTBOX_PUBLISH_TIMEOUT", &v)?;
-        }
-        if let Some(v) = lookup("CTP_OUTBOX_LEASE") {
-            outbox.lease = duration("CTP_OUTBOX_LEASE", &v)?;
-        }
-        // Empty means "none": the embedded simulator, no API key.
-        if let Some(v) = lookup("CTP_SAAS_URL") {
-            self.saas.base_url = Some(v).filter(|v| !v.is_empty());
-        }
-        if let Some(v) = lookup("CTP_SAAS_API_KEY") {
-            self.saas.api_key = Some(v).filter(|v| !v.is_empty()).map(SecretString::from);
-        }
-        if let Some(v) = lookup("CTP_SAAS_CALLBACK_URL") {
-            self.saas.callback_url = Some(v).filter(|v| !v.is_empty());
-        }
-        if let Some(v) = lookup("CTP_SAAS_CALLBACK_DELAY") {
-            self.saas.callback_delay = duration("CTP_SAAS_CALLBACK_DELAY", &v)?;
-        }
-        Ok(())
+        problems.into_result().map_err(ConfigError::Invalid)?;
+        Ok(Loaded { config, warnings: env.warnings })
     }
 
-    /// Checks what serde cannot: cross-field rules and ranges.
+    /// Every section's own checks, then those that span sections; all problems at once.
+    /// What only `serve` needs (a Click to Pay SaaS, or the simulator on purpose) is
+    /// [`Config::saas_choice`], so that `migrate` or `kits import` run without one.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |m: String| Err(ConfigError::Invalid(m));
-        if self.enrollment.reconcile_concurrency == 0 || self.enrollment.reconcile_interval.is_zero() {
-            return invalid("enrollment.reconcile_concurrency and reconcile_interval must be positive".into());
+        let mut problems = Problems::new();
+        problems.merge(self.database.validate());
+        problems.merge(self.listen.validate());
+        if let Some(tls) = &self.tls {
+            problems.merge(tls.validate());
         }
-        let h = &self.http;
-        if h.header_read_timeout.is_zero() || h.idle_timeout.is_zero() || h.request_timeout.is_zero() {
-            return invalid("http.header_read_timeout, http.idle_timeout and http.request_timeout must be positive".into());
-        }
-        if h.max_connections == 0 {
-            return invalid("http.max_connections must be at least 1".into());
-        }
-        let url = self.database.url.expose_secret();
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
-            return invalid("database.url must start with sqlite: or postgres:".into());
-        }
-        if self.database.max_connections == 0 {
-            return invalid("database.max_connections must be at least 1".into());
-        }
-        let l = &self.listen;
-        if l.public == l.internal || l.public == l.admin || (l.internal == l.admin && l.admin.port() != 0) {
-            return invalid("listen.public, listen.internal and listen.admin must differ".into());
-        }
-        if self.visa.replay_window.is_zero() {
-            return invalid("visa.replay_window must be positive".into());
-        }
-        if self.visa.jws_algorithms.is_empty() {
-            return invalid("visa.jws_algorithms must name at least one algorithm".into());
-        }
-        for alg in &self.visa.jws_algorithms {
-            if !SUPPORTED_JWS_ALGORITHMS.contains(&alg.as_str()) {
-                return invalid(format!("visa.jws_algorithms: `{alg}` is not one of {SUPPORTED_JWS_ALGORITHMS:?}"));
-            }
-        }
-        if self.visa.max_body_bytes < 8 * 1024 {
-            return invalid("visa.max_body_bytes must be at least 8192 (encryptedData alone may be 7000)".into());
-        }
-        for (name, v) in
-            [("pan.fingerprint_version", &self.pan.fingerprint_version), ("pan.encryption_version", &self.pan.encryption_version)]
-        {
-            if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric()) {
-                return invalid(format!("{name} must be a short alphanumeric version such as v1"));
-            }
-        }
-        self.outbox.validate().map_err(ConfigError::Invalid)?;
-        self.saas.validate().map_err(ConfigError::Invalid)?;
-        Ok(())
+        problems.merge(self.visa.validate());
+        problems.merge(self.pan.validate());
+        problems.merge(self.http.validate());
+        problems.merge(self.log.validate());
+        problems.merge(self.outbox.validate());
+        problems.merge(self.saas.validate());
+        problems.merge(self.auth.validate());
+        problems.merge(self.enrollment.validate());
+        problems.merge(self.tenants.validate());
+        problems.into_result().map_err(ConfigError::Invalid)
+    }
+
+    /// SQLite, and every listener on loopback: one process that nothing outside this
+    /// machine can reach, the shape a fresh checkout runs in.
+    pub fn is_embedded_shape(&self) -> bool {
+        self.database.url.is_sqlite() && self.listen.all_loopback()
+    }
+
+    /// The Click to Pay SaaS `serve` talks to: `saas.base_url`, or the built-in simulator
+    /// when asked for or when the shape is the embedded one (see [`SaasConfig::choice`]).
+    /// An error refuses `serve` at start.
+    pub fn saas_choice(&self) -> Result<SaasChoice<'_>, Problem> {
+        self.saas.choice(self.is_embedded_shape())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use secrecy::{ExposeSecret, SecretString};
+
     use super::*;
-    use std::collections::HashMap;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        move |k| map.get(k).cloned()
+    fn from_env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        from_file_and_env("", pairs)
     }
 
-    #[test]
-    fn environment_overrides_defaults() {
-        let mut c = Config::default();
-        c.apply_env(env(&[
-            ("CTP_DATABASE_URL", "postgres://u@h/db"),
-            ("CTP_PUBLIC_ADDR", "0.0.0.0:443"),
-            ("CTP_KEYS_DIR", "/etc/ctp/keys"),
-            ("CTP_VISA_REPLAY_WINDOW", "90s"),
-        ]))
-        .unwrap();
-        assert_eq!(c.database.url.expose_secret(), "postgres://u@h/db");
-        assert_eq!(c.listen.public.port(), 443);
-        assert_eq!(c.keys_dir, PathBuf::from("/etc/ctp/keys"));
-        assert_eq!(c.visa.replay_window, Duration::from_secs(90));
-        c.validate().unwrap();
+    fn from_file_and_env(toml: &str, pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let file = (!toml.is_empty()).then_some((Path::new("test.toml"), toml));
+        Config::from_layers(file, pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).map(|l| l.config)
     }
 
-    #[test]
-    fn bad_environment_names_the_variable() {
-        let mut c = Config::default();
-        let err = c.apply_env(env(&[("CTP_ADMIN_ADDR", "not-an-address")])).unwrap_err();
-        assert!(err.to_string().contains("CTP_ADMIN_ADDR"), "{err}");
+    fn refused(toml: &str, pairs: &[(&str, &str)]) -> String {
+        from_file_and_env(toml, pairs).unwrap_err().to_string()
     }
 
-    #[test]
-    fn file_layer_rejects_unknown_keys() {
-        let err = toml::from_str::<Config>("[visa]\nreplay_windw = \"5m\"\n").unwrap_err();
-        assert!(err.to_string().contains("replay_windw"), "{err}");
-    }
+    const POSTGRES: (&str, &str) = ("CTP_DATABASE_URL", "postgres://ctp:hunter2@db.internal/ctp");
+    const REMOTE_SAAS: (&str, &str) = ("CTP_SAAS_URL", "https://saas.example.com/ctp/v1");
 
     #[test]
-    fn file_layer_keeps_defaults_for_missing_keys() {
-        let c: Config = toml::from_str("[visa]\nreplay_window = \"2m\"\n").unwrap();
-        assert_eq!(c.visa.replay_window, Duration::from_secs(120));
-        assert_eq!(c.visa.jws_algorithms, vec!["PS256", "HS256"]);
-    }
-
-    #[test]
-    fn validation_refuses_unknown_algorithm_and_shared_ports() {
-        let mut c = Config::default();
-        c.visa.jws_algorithms = vec!["none".into()];
-        assert!(c.validate().is_err());
-        let mut c = Config::default();
-        c.listen.internal = c.listen.public;
-        assert!(c.validate().is_err());
-    }
-
-    #[test]
-    fn outbox_defaults_are_the_embedded_log_publisher() {
-        let c = Config::default();
-        assert!(c.outbox.enabled);
+    fn the_defaults_are_the_embedded_shape_and_run_the_simulator() {
+        let c = from_env(&[]).unwrap();
+        assert!(c.is_embedded_shape());
+        assert_eq!(c.saas_choice(), Ok(SaasChoice::Simulator { explicit: false }));
+        assert!(c.tenants.is_empty());
+        assert_eq!(c.saas.webhook_secrets_dir(&c.keys_dir), PathBuf::from("keys/saas"));
         assert_eq!(c.outbox.publisher, PublisherKind::Log);
-        assert_eq!(c.outbox.queue, "ctp.notification.all");
-        assert_eq!(c.outbox.exchange, None);
-        c.validate().unwrap();
     }
 
+    /// Every variable name in use before the generic rule, and the key it sets.
     #[test]
-    fn outbox_environment_overrides_defaults() {
-        let mut c = Config::default();
-        c.apply_env(env(&[
-            ("CTP_OUTBOX_PUBLISHER", "rabbitmq"),
+    fn every_historical_variable_still_works() {
+        let pairs = [
+            ("CTP_DATABASE_URL", "sqlite://elsewhere.db"),
+            ("CTP_DATABASE_MAX_CONNECTIONS", "3"),
+            ("CTP_PUBLIC_ADDR", "127.0.0.1:1443"),
+            ("CTP_INTERNAL_ADDR", "127.0.0.1:1444"),
+            ("CTP_ADMIN_ADDR", "127.0.0.1:1445"),
+            ("CTP_TLS_CERT", "/tls/cert.pem"),
+            ("CTP_TLS_KEY", "/tls/key.pem"),
+            ("CTP_TLS_CLIENT_CA", "/tls/ca.pem"),
+            ("CTP_KEYS_DIR", "/etc/ctp/keys"),
+            ("CTP_LOG", "debug"),
+            ("CTP_LOG_FORMAT", "json"),
+            ("CTP_VISA_REPLAY_WINDOW", "90s"),
+            ("CTP_VISA_JWS_ALGORITHMS", "PS256,RS256"),
+            ("CTP_AUTH_HS256_SECRET_FILE", "/s/hs.secret"),
+            ("CTP_AUTH_JWKS_FILE", "/s/jwks.json"),
+            ("CTP_RECONCILE_AFTER", "45s"),
+            ("CTP_SAAS_URL", "https://saas.example.com/ctp/v1"),
+            ("CTP_SAAS_API_KEY", "k-1"),
+            ("CTP_SAAS_CALLBACK_URL", "http://127.0.0.1:1443/saas/callback"),
+            ("CTP_SAAS_CALLBACK_DELAY", "2s"),
             ("CTP_AMQP_URL", "amqp://u:p@broker:5672/%2f"),
+            ("CTP_OUTBOX_ENABLED", "false"),
+            ("CTP_OUTBOX_PUBLISHER", "rabbitmq"),
+            ("CTP_OUTBOX_LOG_TARGET", "tracing"),
+            ("CTP_OUTBOX_LOG_PAYLOADS", "full"),
             ("CTP_OUTBOX_QUEUE", "issuer.events"),
             ("CTP_OUTBOX_EXCHANGE", "issuer"),
             ("CTP_OUTBOX_ROUTING_KEY", "ctp"),
@@ -830,131 +247,343 @@ mod tests {
             ("CTP_OUTBOX_BACKOFF_MAX", "1m"),
             ("CTP_OUTBOX_PUBLISH_TIMEOUT", "5s"),
             ("CTP_OUTBOX_LEASE", "30s"),
-            ("CTP_OUTBOX_ENABLED", "false"),
-            ("CTP_OUTBOX_LOG_TARGET", "tracing"),
-        ]))
-        .unwrap();
+            ("CTP_CONFIG", "/not/read/here.toml"),
+        ];
+        let Loaded { config: c, warnings } = Config::from_layers(None, pairs.map(|(k, v)| (k, v))).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(c.database.url.expose_secret(), "sqlite://elsewhere.db");
+        assert_eq!(c.database.max_connections, 3);
+        assert_eq!((c.listen.public.port(), c.listen.internal.port(), c.listen.admin.port()), (1443, 1444, 1445));
+        let tls = c.tls.as_ref().unwrap();
+        assert_eq!(
+            (tls.cert.to_str(), tls.key.to_str(), tls.client_ca.as_deref()),
+            (Some("/tls/cert.pem"), Some("/tls/key.pem"), Some(Path::new("/tls/ca.pem")))
+        );
+        assert_eq!(c.keys_dir, PathBuf::from("/etc/ctp/keys"));
+        assert_eq!((c.log.filter.as_str(), c.log.format), ("debug", LogFormat::Json));
+        assert_eq!(c.visa.replay_window, Duration::from_secs(90));
+        assert_eq!(c.visa.jws_algorithms, [JwsAlgorithm::Ps256, JwsAlgorithm::Rs256]);
+        assert_eq!(c.auth.hs256_secret_file.as_deref(), Some(Path::new("/s/hs.secret")));
+        assert_eq!(c.auth.jwks_file.as_deref(), Some(Path::new("/s/jwks.json")));
+        assert_eq!(c.enrollment.reconcile_after, Duration::from_secs(45));
+        assert_eq!(c.saas_choice(), Ok(SaasChoice::Remote { base_url: "https://saas.example.com/ctp/v1" }));
+        assert_eq!(c.saas.api_key.as_ref().map(|k| k.expose_secret()), Some("k-1"));
+        assert_eq!(c.saas.callback_url.as_deref(), Some("http://127.0.0.1:1443/saas/callback"));
+        assert_eq!(c.saas.callback_delay, Duration::from_secs(2));
         let o = &c.outbox;
-        assert_eq!(o.publisher, PublisherKind::Rabbitmq);
         assert_eq!(o.amqp_url.expose_secret(), "amqp://u:p@broker:5672/%2f");
+        assert!(!o.enabled);
+        assert_eq!((o.publisher, o.log_target, o.log_payloads), (PublisherKind::Rabbitmq, LogTarget::Tracing, LogPayloads::Full));
         assert_eq!((o.queue.as_str(), o.exchange.as_deref(), o.routing_key.as_deref()), ("issuer.events", Some("issuer"), Some("ctp")));
         assert_eq!((o.batch_size, o.max_attempts), (25, 5));
         assert_eq!(o.poll_interval, Duration::from_millis(250));
         assert_eq!((o.backoff_base, o.backoff_max), (Duration::from_secs(2), Duration::from_secs(60)));
         assert_eq!((o.publish_timeout, o.lease), (Duration::from_secs(5), Duration::from_secs(30)));
-        assert!(!o.enabled);
-        assert_eq!(o.log_target, LogTarget::Tracing);
-        c.validate().unwrap();
-
-        // An empty exchange switches a configured one off.
-        c.apply_env(env(&[("CTP_OUTBOX_EXCHANGE", "")])).unwrap();
-        assert_eq!(c.outbox.exchange, None);
     }
 
     #[test]
-    fn bad_outbox_environment_names_the_variable() {
-        for (name, value) in [
-            ("CTP_OUTBOX_PUBLISHER", "kafka"),
-            ("CTP_OUTBOX_BATCH_SIZE", "many"),
-            ("CTP_OUTBOX_POLL_INTERVAL", "soon"),
-            ("CTP_OUTBOX_ENABLED", "yes please"),
-            ("CTP_OUTBOX_LOG_TARGET", "syslog"),
+    fn deep_keys_have_derived_names() {
+        let c = from_env(&[
+            ("CTP_HTTP_HEADER_READ_TIMEOUT", "3s"),
+            ("CTP_HTTP_MAX_CONNECTIONS", "64"),
+            ("CTP_SAAS_MAX_RETRIES", "7"),
+            ("CTP_SAAS_CONNECT_TIMEOUT", "1s"),
+            ("CTP_PAN_FINGERPRINT_VERSION", "v2"),
+            ("CTP_AUTH_ISSUER", "https://auth.bank.example"),
+            ("CTP_AUTH_AUDIENCE", "ctp-issuer"),
+            ("CTP_LISTEN_PUBLIC", "127.0.0.1:18080"),
+            ("CTP_LOG_FILTER", "warn"),
+            ("CTP_ENROLLMENT_RECONCILE_CONCURRENCY", "2"),
+            ("CTP_VISA_REQUIRE_IAT", "false"),
+        ])
+        .unwrap();
+        assert_eq!(c.http.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(c.http.max_connections, 64);
+        assert_eq!(c.saas.max_retries, 7);
+        assert_eq!(c.saas.connect_timeout, Duration::from_secs(1));
+        assert_eq!(c.pan.fingerprint_version.as_str(), "v2");
+        assert_eq!((c.auth.issuer.as_deref(), c.auth.audience.as_deref()), (Some("https://auth.bank.example"), Some("ctp-issuer")));
+        assert_eq!(c.listen.public.port(), 18080);
+        assert_eq!(c.log.filter, "warn");
+        assert_eq!(c.enrollment.reconcile_concurrency, 2);
+        assert!(!c.visa.require_iat);
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file_which_overrides_the_defaults() {
+        let file = "keys_dir = \"/file/keys\"\n[visa]\nreplay_window = \"2m\"\nmax_body_bytes = 9000\n[outbox]\nexchange = \"issuer\"\n";
+        let c = from_file_and_env(file, &[("CTP_VISA_REPLAY_WINDOW", "90s")]).unwrap();
+        assert_eq!(c.visa.replay_window, Duration::from_secs(90), "environment over file");
+        assert_eq!(c.visa.max_body_bytes, 9000, "file over default");
+        assert_eq!(c.visa.jws_algorithms, [JwsAlgorithm::Ps256, JwsAlgorithm::Hs256], "default");
+        assert_eq!(c.keys_dir, PathBuf::from("/file/keys"));
+        assert_eq!(c.outbox.exchange.as_deref(), Some("issuer"));
+        // An empty value unsets what the file set.
+        let c = from_file_and_env(file, &[("CTP_OUTBOX_EXCHANGE", "")]).unwrap();
+        assert_eq!(c.outbox.exchange, None);
+        let c = from_file_and_env(
+            "[saas]\nbase_url = \"https://saas.example.com\"\napi_key = \"k\"\n",
+            &[("CTP_SAAS_URL", ""), ("CTP_SAAS_API_KEY", "")],
+        )
+        .unwrap();
+        assert!(c.saas.base_url.is_none() && c.saas.api_key.is_none());
+        assert_eq!(c.saas_choice(), Ok(SaasChoice::Simulator { explicit: false }));
+    }
+
+    #[test]
+    fn file_errors_name_the_key_and_the_line() {
+        let err = refused("[visa]\nreplay_windw = \"5m\"\n", &[]);
+        assert!(err.starts_with("config file test.toml: ") && err.contains("replay_windw") && err.contains("line 2"), "{err}");
+        let err = refused("[visa]\nreplay_window = \"forever\"\n", &[]);
+        assert!(err.contains("expected a duration such as 90s, 5m or 1h, got \"forever\"") && err.contains("line 2"), "{err}");
+        let err = refused("[listen]\npublic = \"garbage\"\n", &[]);
+        assert!(err.contains("expected HOST:PORT such as 127.0.0.1:8080") && err.contains("public"), "{err}");
+        let err = refused("[outbox\n", &[]);
+        assert!(err.starts_with("config file test.toml: "), "{err}");
+    }
+
+    #[test]
+    fn environment_errors_name_the_variable_and_what_it_expects_all_at_once() {
+        let err = refused(
+            "",
+            &[
+                ("CTP_PUBLIC_ADDR", "garbage"),
+                ("CTP_VISA_REPLAY_WINDOW", "forever"),
+                ("CTP_OUTBOX_PUBLISHER", "kafka"),
+                ("CTP_HTTP_MAX_CONNECTIONS", "many"),
+                ("CTP_VISA_JWS_ALGORITHMS", "PS256,none"),
+            ],
+        );
+        assert!(err.starts_with("invalid configuration: 5 problems:"), "{err}");
+        for line in [
+            "CTP_PUBLIC_ADDR: expected HOST:PORT such as 127.0.0.1:8080",
+            "got \"garbage\"",
+            "CTP_VISA_REPLAY_WINDOW: expected a duration such as 90s, 5m or 1h, got \"forever\"",
+            "CTP_OUTBOX_PUBLISHER: unknown variant `kafka`, expected `log` or `rabbitmq`",
+            "CTP_HTTP_MAX_CONNECTIONS: expected a whole number such as 8, got \"many\"",
+            "CTP_VISA_JWS_ALGORITHMS: expected one of PS256, PS384, PS512, RS256, HS256, got \"none\"",
         ] {
-            let err = Config::default().apply_env(env(&[(name, value)])).unwrap_err();
-            assert!(err.to_string().contains(name), "{err}");
+            assert!(err.contains(line), "{line}\n{err}");
         }
     }
 
     #[test]
-    fn outbox_file_layer() {
-        let c: Config = toml::from_str("[outbox]\npublisher = \"rabbitmq\"\nexchange = \"issuer\"\nbackoff_max = \"10m\"\n").unwrap();
-        assert_eq!(c.outbox.publisher, PublisherKind::Rabbitmq);
-        assert_eq!(c.outbox.exchange.as_deref(), Some("issuer"));
-        assert_eq!(c.outbox.backoff_max, Duration::from_secs(600));
-        assert_eq!(c.outbox.batch_size, 100);
-        let err = toml::from_str::<Config>("[outbox]\nqueue_name = \"x\"\n").unwrap_err();
-        assert!(err.to_string().contains("queue_name"), "{err}");
+    fn a_log_filter_that_does_not_parse_is_refused_not_replaced() {
+        let err = refused("", &[("CTP_LOG", "[[bad")]);
+        assert!(err.contains("log.filter \"[[bad\" is not a tracing filter: invalid filter directive"), "{err}");
+        // Reported along with the variables that did not read.
+        let err = refused("", &[("CTP_LOG", "[[bad"), ("CTP_PUBLIC_ADDR", "garbage")]);
+        assert!(err.contains("2 problems") && err.contains("CTP_PUBLIC_ADDR: ") && err.contains("log.filter"), "{err}");
     }
 
     #[test]
-    fn outbox_validation() {
-        let refused = |change: fn(&mut OutboxConfig), needle: &str| {
-            let mut c = Config::default();
-            change(&mut c.outbox);
-            let err = c.validate().unwrap_err().to_string();
-            assert!(err.contains(needle), "{needle}: {err}");
-        };
-        refused(|o| o.batch_size = 0, "outbox.batch_size");
-        refused(|o| o.max_attempts = 0, "outbox.max_attempts");
-        refused(|o| o.poll_interval = Duration::ZERO, "outbox.poll_interval");
-        refused(|o| o.backoff_max = Duration::from_millis(1), "outbox.backoff_max");
-        refused(|o| o.lease = o.publish_timeout, "outbox.lease");
-        refused(|o| o.queue = String::new(), "outbox.queue");
-        refused(|o| o.exchange = Some("x".repeat(256)), "outbox.exchange");
-        refused(
-            |o| {
-                o.publisher = PublisherKind::Rabbitmq;
-                o.amqp_url = SecretString::from("http://broker");
-            },
-            "outbox.amqp_url",
+    fn tls_halves_name_the_missing_one() {
+        let err = refused("", &[("CTP_TLS_CERT", "/tls/cert.pem")]);
+        assert!(err.contains("CTP_TLS_CERT: tls.key must be set too (CTP_TLS_KEY"), "{err}");
+        let err = refused("", &[("CTP_TLS_CLIENT_CA", "/tls/ca.pem")]);
+        assert!(err.contains("CTP_TLS_CLIENT_CA: tls.cert must be set too (CTP_TLS_CERT"), "{err}");
+        // The file's half and the environment's make a whole.
+        let c =
+            from_file_and_env("[tls]\ncert = \"/f/cert.pem\"\nkey = \"/f/key.pem\"\n", &[("CTP_TLS_CLIENT_CA", "/tls/ca.pem")]).unwrap();
+        assert_eq!(c.tls.unwrap().client_ca.as_deref(), Some(Path::new("/tls/ca.pem")));
+    }
+
+    #[test]
+    fn validation_names_each_key_and_reports_all_of_them() {
+        let err = refused("[http]\nmax_connections = 0\n[saas]\nmax_retries = 11\n[enrollment]\nreconcile_concurrency = 0\n", &[]);
+        assert!(err.starts_with("invalid configuration: 3 problems:"), "{err}");
+        for line in [
+            "http.max_connections must be at least 1",
+            "saas.max_retries must be at most 10",
+            "enrollment.reconcile_concurrency must be at least 1",
+        ] {
+            assert!(err.contains(line), "{line}\n{err}");
+        }
+        let mut c = Config::default();
+        c.listen.internal = c.listen.public;
+        assert!(c.validate().unwrap_err().to_string().contains("listen.public, listen.internal and listen.admin must differ"));
+    }
+
+    #[test]
+    fn the_simulator_is_explicit_outside_the_embedded_shape() {
+        // PostgreSQL, or a listener off loopback, without a URL: `serve` is refused (other
+        // commands need no SaaS).
+        let c = from_env(&[POSTGRES]).unwrap();
+        let err = c.saas_choice().unwrap_err().to_string();
+        assert!(err.contains("saas.base_url is not set") && err.contains("saas.simulator = true (CTP_SAAS_SIMULATOR=true)"), "{err}");
+        let c = from_env(&[("CTP_PUBLIC_ADDR", "0.0.0.0:8080")]).unwrap();
+        assert!(!c.is_embedded_shape() && c.saas_choice().is_err());
+
+        let c = from_env(&[POSTGRES, ("CTP_SAAS_SIMULATOR", "true")]).unwrap();
+        assert_eq!(c.saas_choice(), Ok(SaasChoice::Simulator { explicit: true }));
+        let c = from_env(&[POSTGRES, REMOTE_SAAS]).unwrap();
+        assert!(!c.saas_choice().unwrap().is_simulator());
+
+        let err = refused("[saas]\nsimulator = true\n", &[REMOTE_SAAS]);
+        assert!(err.contains("saas.simulator is true and saas.base_url is set: choose one"), "{err}");
+    }
+
+    #[test]
+    fn tenants_come_from_the_file_and_their_bins_from_ctp_tenants() {
+        let file = "[tenants.bank-a]\nbins = [\"411111\"]\ndisplay_name = \"Bank A\"\nd1_issuer_id = \"BANKA00001\"\n";
+        let c = from_file_and_env(file, &[("CTP_TENANTS", "bank-a=401288,422222;bank-b=5222")]).unwrap();
+        let a = c.tenants.get("bank-a").unwrap();
+        assert_eq!(a.bins.iter().map(BinPrefix::as_str).collect::<Vec<_>>(), ["401288", "422222"]);
+        assert_eq!((a.display_name.as_deref(), a.d1_issuer_id.as_deref()), (Some("Bank A"), Some("BANKA00001")));
+        assert_eq!(c.tenants.get("bank-b").unwrap().bins[0].as_str(), "5222");
+
+        let err = refused(file, &[("CTP_TENANTS", "bank-b=4111")]);
+        assert!(
+            err.contains("tenants.bank-a.bins BIN 411111 overlaps tenants.bank-b.bins")
+                || err.contains("tenants.bank-b.bins BIN 4111 overlaps tenants.bank-a.bins BIN 411111"),
+            "{err}"
         );
+        for garbage in ["bank-a", "bank a=4111", "bank-a=41x1", "bank-a=4111;bank-a=5"] {
+            let err = refused("", &[("CTP_TENANTS", garbage)]);
+            assert!(err.contains("CTP_TENANTS: "), "{garbage}: {err}");
+        }
+        let err = refused(
+            "[tenants.x]\nbins = [\"4\"]\n[tenants.y]\nbins = [\"5\"]\nd1_issuer_id = \"ABCDEFGHIJ\"\n[tenants.x2]\nbins = [\"6\"]\nd1_issuer_id = \"ABCDEFGHIJ\"\n",
+            &[],
+        );
+        assert!(err.contains("tenants.y.d1_issuer_id \"ABCDEFGHIJ\" is also tenants.x2's"), "{err}");
     }
 
     #[test]
-    fn amqp_url_is_not_printed_by_debug() {
+    fn secrets_never_show_in_debug_or_errors() {
+        let c =
+            from_env(&[POSTGRES, REMOTE_SAAS, ("CTP_SAAS_API_KEY", "k-hunter2"), ("CTP_AMQP_URL", "amqp://u:hunter2@broker/%2f")]).unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(!serde_json::to_string(&c).unwrap().contains("hunter2"));
+
+        for pairs in [
+            vec![("CTP_DATABASE_URL", "mysql://u:hunter2@db/x")],
+            vec![POSTGRES, ("CTP_DATABASE_URL_", "x"), ("CTP_HTTP_MAX_CONNECTIONS", "0")],
+            vec![("CTP_AMQP_URL", "amqp://u:hunter2@a/"), ("CTP_OUTBOX_AMQP_URL", "amqp://u:hunter2x@b/")],
+            vec![("CTP_OUTBOX_PUBLISHER", "rabbitmq"), ("CTP_AMQP_URL", "http://u:hunter2@broker")],
+            vec![("CTP_SAAS_URL", "https://u:hunter2@saas.example.com")],
+        ] {
+            let err = from_env(&pairs).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        let err = refused("[database]\nurl = \"mysql://u:hunter2@db/x\"\n", &[]);
+        assert!(err.contains("expected sqlite://PATH or postgres://") && !err.contains("hunter2:"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_variable_that_looks_like_a_setting_is_a_warning_not_a_refusal() {
+        let loaded = Config::from_layers(None, [("CTP_HTTP_IDLE_TIMOUT", "5s"), ("CTP_TEST_AMQP_URL", "amqp://x")]).unwrap();
+        assert_eq!(loaded.warnings, ["CTP_HTTP_IDLE_TIMOUT is not a setting and is ignored; did you mean CTP_HTTP_IDLE_TIMEOUT?"]);
+    }
+
+    #[test]
+    fn non_utf8_values_are_refused_by_name() {
+        use std::os::unix::ffi::OsStringExt;
+        let err = Config::from_layers(None, [(OsString::from("CTP_LOG"), OsString::from_vec(vec![0xff, 0xfe]))]).unwrap_err();
+        assert_eq!(err.to_string(), "invalid configuration: CTP_LOG: is not valid UTF-8");
+    }
+
+    #[test]
+    fn hand_built_configurations_validate_too() {
         let mut c = Config::default();
+        c.database.url = "postgres://u:hunter2@h/db".parse().unwrap();
         c.outbox.amqp_url = SecretString::from("amqp://u:hunter2@broker/%2f");
-        assert!(!format!("{c:?}").contains("hunter2"));
-    }
-
-    #[test]
-    fn saas_defaults_run_the_embedded_simulator() {
-        let c = Config::default();
-        assert!(c.saas.base_url.is_none());
-        assert_eq!(c.saas.webhook_secrets_dir(&c.keys_dir), PathBuf::from("keys/saas"));
         c.validate().unwrap();
+        assert!(c.saas_choice().unwrap_err().to_string().contains("saas.base_url is not set"));
+        c.saas.simulator = Some(true);
+        c.saas.base_url = Some("https://saas.example.com".into());
+        assert!(c.validate().unwrap_err().to_string().contains("choose one"));
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 
+    /// The README's example file loads (with the documented variables unset).
     #[test]
-    fn saas_environment_and_validation() {
-        let mut c = Config::default();
-        c.apply_env(env(&[
-            ("CTP_SAAS_URL", "https://saas.example.com/ctp/v1"),
-            ("CTP_SAAS_API_KEY", "k-hunter2"),
-            ("CTP_SAAS_CALLBACK_URL", "http://127.0.0.1:8080/saas/callback"),
-            ("CTP_SAAS_CALLBACK_DELAY", "2s"),
-        ]))
-        .unwrap();
-        assert_eq!(c.saas.base_url.as_deref(), Some("https://saas.example.com/ctp/v1"));
-        assert_eq!(c.saas.api_key.as_ref().map(|k| k.expose_secret()), Some("k-hunter2"));
-        assert_eq!(c.saas.callback_delay, Duration::from_secs(2));
-        assert!(!format!("{c:?}").contains("hunter2"));
-        c.validate().unwrap();
-        c.apply_env(env(&[("CTP_SAAS_URL", ""), ("CTP_SAAS_API_KEY", "")])).unwrap();
-        assert!(c.saas.base_url.is_none() && c.saas.api_key.is_none());
-
-        let refused = |change: fn(&mut SaasConfig), needle: &str| {
-            let mut c = Config::default();
-            change(&mut c.saas);
-            let err = c.validate().unwrap_err().to_string();
-            assert!(err.contains(needle), "{needle}: {err}");
-        };
-        refused(|s| s.base_url = Some("http://saas.example.com".into()), "saas.base_url");
-        refused(|s| s.base_url = Some("ftp://127.0.0.1".into()), "saas.base_url");
-        refused(|s| s.callback_url = Some("not a url".into()), "saas.callback_url");
-        refused(|s| s.connect_timeout = Duration::from_secs(60), "saas.connect_timeout");
-        refused(|s| s.max_retries = 11, "saas.max_retries");
-        refused(|s| s.backoff_base = Duration::from_secs(60), "saas.backoff_base");
-        refused(|s| s.webhook_tolerance = Duration::ZERO, "saas.webhook_tolerance");
-        let file: Config = toml::from_str("[saas]\nbase_url = \"http://127.0.0.1:8090\"\nmax_retries = 5\n").unwrap();
-        assert_eq!(file.saas.max_retries, 5);
-        file.validate().unwrap();
+    fn the_readme_example_file_is_valid() {
+        let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+        let example = readme.split("Example file:").nth(1).expect("README has an example file");
+        let toml = example.split("```toml\n").nth(1).and_then(|t| t.split("```").next()).expect("a toml block");
+        Config::from_layers(Some((Path::new("README.md"), toml)), [("PATH", "/bin")]).unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// Every key has a row in `docs/configuration.md`, with its variable and default, and
+    /// every row names a real key.
     #[test]
-    fn database_url_is_not_printed_by_debug() {
-        let mut c = Config::default();
-        c.database.url = SecretString::from("postgres://u:hunter2@h/db");
-        assert!(!format!("{c:?}").contains("hunter2"));
+    fn docs_configuration_md_lists_every_key() {
+        let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md")).unwrap();
+        let mut rows: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+        let mut in_key_table = false;
+        for line in doc.lines() {
+            in_key_table = (in_key_table && line.starts_with('|')) || line == "| key | environment | default | meaning |";
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            if !in_key_table || cells.len() != 6 || !cells[1].starts_with('`') {
+                continue;
+            }
+            let key = cells[1].trim_matches('`').to_owned();
+            assert!(
+                rows.insert(key.clone(), cells[2..cells.len() - 1].iter().map(|c| c.to_string()).collect()).is_none(),
+                "{key} has two rows"
+            );
+        }
+        let mut keys: Vec<String> = Vec::new();
+        for leaf in schema::leaves() {
+            let row = rows.get(&leaf.path).unwrap_or_else(|| panic!("docs/configuration.md has no row for {}", leaf.path));
+            assert!(
+                row[0].contains(&format!("`{}`", leaf.env_name())),
+                "{}: the variable column must name `{}`",
+                leaf.path,
+                leaf.env_name()
+            );
+            let default = match &leaf.default {
+                serde_json::Value::String(s) if s == crate::setting::REDACTED => None,
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Array(items) => {
+                    Some(items.iter().map(|i| i.as_str().map_or(i.to_string(), String::from)).collect::<Vec<_>>().join(", "))
+                }
+                serde_json::Value::Null => None,
+                other => Some(other.to_string()),
+            };
+            if let Some(default) = default {
+                assert!(
+                    row[1].contains(&format!("`{default}`")),
+                    "{}: the default column must show `{default}`, it has {:?}",
+                    leaf.path,
+                    row[1]
+                );
+            }
+            keys.push(leaf.path);
+        }
+        for (alias, path) in schema::ALIASES {
+            assert!(
+                rows.get(*path).is_some_and(|row| row[0].contains(&format!("`{alias}`"))),
+                "{path}: the row must name its alias {alias}"
+            );
+        }
+        for field in ["bins", "display_name", "accent_color", "d1_issuer_id"] {
+            keys.push(format!("tenants.<id>.{field}"));
+        }
+        for key in rows.keys() {
+            assert!(keys.contains(key), "docs/configuration.md has a row for {key}, which is not a key");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Whatever the variables hold, the loader answers (a configuration or an error);
+        /// it never panics.
+        #[test]
+        fn arbitrary_variables_never_panic_the_loader(
+            vars in proptest::collection::vec((0usize..usize::MAX, "\\PC{0,24}|[0-9a-z:/.,;=_ -]{0,24}"), 0..8),
+            unknown in "CTP_[A-Z_]{0,16}",
+        ) {
+            let names: Vec<String> = schema::leaves().iter().map(schema::Leaf::env_name)
+                .chain(schema::ALIASES.iter().map(|(a, _)| a.to_string()))
+                .chain(["CTP_TENANTS".to_owned(), unknown])
+                .collect();
+            let env: Vec<(String, String)> = vars.into_iter().map(|(i, v)| (names[i % names.len()].clone(), v)).collect();
+            let _ = Config::from_layers(None, env.clone());
+            let _ = Config::from_layers(Some((Path::new("f.toml"), "[tenants.a]\nbins = [\"4\"]\n[tls]\ncert = \"c\"\nkey = \"k\"\n")), env);
+        }
     }
 }

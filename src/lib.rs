@@ -11,7 +11,8 @@
 //!
 //! | module | one job |
 //! | --- | --- |
-//! | [`config`] | layered configuration: defaults → TOML file → `CTP_*` environment, validated once |
+//! | [`config`] | layered configuration: defaults → TOML file → `CTP_*` environment, validated once; each section lives in its module's `config` |
+//! | [`setting`] | what configuration sections are built from: values with hints, problems named by key |
 //! | [`app`] | the service's state and its start/stop: [`App::build`], [`App::serve`], [`run`] |
 //! | [`routes`] | the three listeners' routing tables; handlers are thin translations |
 //! | [`api`] | the internal API: bearer JWT and tenant gate, seed 000's envelope, registry and operations; the SaaS callback handler |
@@ -21,6 +22,7 @@
 //! | [`pan`] | the card-number type: masked printing, HMAC fingerprint, sealing at rest |
 //! | [`store`] | persistence behind one interface: SQLite and PostgreSQL, each with its migrations |
 //! | [`registry`] | the issuer's entities and kits, and the CSV import |
+//! | [`tenants`] | the issuers served and the BIN ranges each owns |
 //! | [`notify`] | outbox payloads (seed 003's envelope), the relay, publishers (RabbitMQ, log), `outbox` commands |
 //! | [`admin`] | `/metrics`, `/healthz`, `/readyz` |
 //! | [`telemetry`] | logs and the Prometheus recorder |
@@ -55,6 +57,7 @@ pub mod public;
 pub mod registry;
 pub mod routes;
 pub mod saas;
+pub mod setting;
 pub mod sim;
 pub mod state;
 pub mod store;

@@ -7,6 +7,8 @@
 //! never carry its digits, and its memory is wiped on drop. Nothing else in the crate holds
 //! a card number as a `String`.
 
+pub mod config;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
@@ -103,7 +105,7 @@ fn luhn_valid(digits: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// The keys that make fingerprints and sealed copies. Loaded once from

@@ -14,7 +14,7 @@ use crate::pan::PanKeys;
 use crate::registry::CardRegistry;
 use crate::saas::SaasClient;
 use crate::store::Store;
-use crate::tenants::{Tenant, Tenants};
+use crate::tenants::Tenants;
 use crate::visa::{ReplayPolicy, VisaKeyRing};
 use crate::webhook::WebhookVerifier;
 
@@ -43,7 +43,7 @@ impl std::fmt::Debug for Services {
 impl Services {
     /// Loads every key and builds the services on `store`; the SaaS layer is at `saas_url`.
     pub fn build(config: Config, store: Store, saas_url: &str, simulator_in_use: bool) -> anyhow::Result<Self> {
-        let visa_keys = VisaKeyRing::load(&config.keys_dir, &config.visa.jws_algorithms)?;
+        let visa_keys = VisaKeyRing::load(&config.keys_dir, &config.visa.jws_algorithm_names())?;
         tracing::info!(keys = ?visa_keys, "Visa notification keys loaded");
         let keys = Arc::new(PanKeys::load(&config.keys_dir, &config.pan.fingerprint_version, &config.pan.encryption_version)?);
         let api_auth = ApiAuth::load(&config.auth, &config.keys_dir)?;
@@ -85,26 +85,14 @@ impl Services {
 
     /// Re-reads the Visa key directories (on SIGHUP). A failed reload keeps the old ring.
     pub fn reload_visa_keys(&self) -> anyhow::Result<()> {
-        let ring = VisaKeyRing::load(&self.config.keys_dir, &self.config.visa.jws_algorithms)?;
+        let ring = VisaKeyRing::load(&self.config.keys_dir, &self.config.visa.jws_algorithm_names())?;
         tracing::info!(keys = ?ring, "Visa notification keys reloaded");
         self.visa_keys.store(Arc::new(ring));
         Ok(())
     }
 }
 
-/// The declared tenants, in the order of their ids.
+/// The declared tenants.
 pub fn tenants_of(config: &Config) -> Tenants {
-    Tenants::new(
-        config
-            .tenants
-            .iter()
-            .map(|(id, t)| Tenant {
-                id: id.clone(),
-                bins: t.bins.clone(),
-                d1_issuer_id: t.d1_issuer_id.clone(),
-                display_name: t.display_name.clone(),
-                accent_color: t.accent_color.clone(),
-            })
-            .collect(),
-    )
+    Tenants::from_config(&config.tenants)
 }

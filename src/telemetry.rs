@@ -5,12 +5,15 @@
 //! decrypted payloads, key material, request bodies. Notification rejections are logged
 //! by reason code.
 
+pub mod config;
+
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::ParseError;
 
-use crate::config::{LogConfig, LogFormat};
+use self::config::{LogConfig, LogFormat};
 
 /// Histogram buckets, in seconds, for request and processing times. Explicit so that
 /// dashboards can compute quantiles: RSA-mode notifications sit around 1–5 ms, database
@@ -18,13 +21,16 @@ use crate::config::{LogConfig, LogFormat};
 pub const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Installs the global log subscriber. Safe to call more than once (later calls do nothing).
-pub fn init_logging(config: &LogConfig) {
-    let filter = EnvFilter::try_new(&config.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+/// A filter that does not parse is an error, never quietly replaced: the loaded
+/// configuration has refused it already (`log.filter`).
+pub fn init_logging(config: &LogConfig) -> Result<(), ParseError> {
+    let filter = EnvFilter::try_new(&config.filter)?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match config.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    Ok(())
 }
 
 /// The process's metrics recorder, installed on first use. One per process: tests that

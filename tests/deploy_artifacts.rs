@@ -75,10 +75,10 @@ fn emitted_metrics(src: &str) -> BTreeMap<String, Kind> {
             let Some(rest) = rest.strip_prefix('"') else { continue };
             let Some(end) = rest.find('"') else { continue };
             let name = &rest[..end];
-            if name.starts_with("ctp_") {
-                if let Some(previous) = out.insert(name.to_owned(), kind) {
-                    assert_eq!(previous, kind, "{name} is emitted as two kinds of metric");
-                }
+            if name.starts_with("ctp_")
+                && let Some(previous) = out.insert(name.to_owned(), kind)
+            {
+                assert_eq!(previous, kind, "{name} is emitted as two kinds of metric");
             }
         }
     }
@@ -143,12 +143,12 @@ fn check_references(what: &str, text: &str, emitted: &BTreeMap<String, Kind>, sr
             .unwrap_or((name.clone(), None));
         match (emitted.get(&base), suffix) {
             (None, _) => problems.push(format!("{what}: {name} is not emitted by any counter!/gauge!/histogram! under src/")),
-            (Some(Kind::Histogram), None) => {
-                // A histogram exists only as _bucket, _sum and _count; a bare name in a
-                // description is fine, in a query it selects nothing.
-                if text.contains(&format!("{base}[")) || text.contains(&format!("{base}{{")) || text.contains(&format!("({base})")) {
-                    problems.push(format!("{what}: histogram {base} queried without _bucket/_sum/_count"));
-                }
+            // A histogram exists only as _bucket, _sum and _count; a bare name in a
+            // description is fine, in a query it selects nothing.
+            (Some(Kind::Histogram), None)
+                if text.contains(&format!("{base}[")) || text.contains(&format!("{base}{{")) || text.contains(&format!("({base})")) =>
+            {
+                problems.push(format!("{what}: histogram {base} queried without _bucket/_sum/_count"));
             }
             _ => {}
         }
@@ -352,9 +352,11 @@ fn deployment_and_configmap_make_a_configuration_the_service_accepts() {
     let toml_lines = block(&cm_lines, toml_at);
     let strip = toml_lines.iter().filter(|l| !l.trim().is_empty()).map(|l| indent(l)).min().unwrap();
     let toml_text: String = toml_lines.iter().map(|l| format!("{}\n", l.get(strip..).unwrap_or(""))).collect();
-    let mut config: Config = toml::from_str(&toml_text).unwrap_or_else(|e| panic!("configmap.yaml config.toml: {e}"));
-    config.apply_env(|name| env.get(name).cloned()).unwrap_or_else(|e| panic!("deployment.yaml environment: {e}"));
-    config.validate().unwrap_or_else(|e| panic!("deploy/kubernetes: {e}"));
+    // The service's own loader: defaults, the file, then the environment; validated.
+    let loaded = Config::from_layers(Some((Path::new("configmap.yaml config.toml"), &toml_text)), env.clone())
+        .unwrap_or_else(|e| panic!("deploy/kubernetes: {e}"));
+    assert!(loaded.warnings.is_empty(), "deployment.yaml sets variables that are no settings: {:?}", loaded.warnings);
+    let config = loaded.config;
 
     // Mounts, by volume name.
     let mounts_at = position(&lines, "volumeMounts:");

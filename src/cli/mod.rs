@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, Listeners};
-use crate::config::Config;
+use crate::config::{Config, Loaded};
 use crate::ids::TenantId;
 use crate::pan::PanKeys;
 use crate::registry::CardRegistry;
@@ -147,14 +147,24 @@ enum AttemptsCommand {
 /// Parses the command line and runs it; the exit code says whether it worked.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref()) {
-        Ok(c) => c,
+    let Loaded { config, warnings } = match Config::load_with_warnings(cli.config.as_deref()) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("ctp-issuer: {e}");
             return ExitCode::from(2);
         }
     };
-    crate::telemetry::init_logging(&config.log);
+    if let Err(e) = crate::telemetry::init_logging(&config.log) {
+        eprintln!("ctp-issuer: log.filter: {e}");
+        return ExitCode::from(2);
+    }
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    if let (Command::Serve, Err(problem)) = (&cli.command, config.saas_choice()) {
+        eprintln!("ctp-issuer: invalid configuration: {problem}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -4,6 +4,7 @@
 //! HTTP or SQL: it reads and writes through the store's operations and calls the SaaS
 //! through its client.
 
+pub mod config;
 pub mod profile;
 pub mod service;
 pub mod status;

@@ -2,6 +2,7 @@
 //! graceful shutdown ([`server`]), TLS configuration ([`tls`]), routing by name
 //! ([`router`]), and the small vocabulary of bodies and responses below.
 
+pub mod config;
 pub mod connection;
 pub mod fd_limit;
 pub mod router;

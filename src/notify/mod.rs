@@ -4,6 +4,7 @@
 //! job, through a [`publish::Publish`]er: [`rabbitmq`] or the embedded [`log`]. The
 //! operator's side is `ctp-issuer outbox`; the consumer's side is `docs/outbox.md`.
 
+pub mod config;
 pub mod log;
 pub mod mask;
 pub mod publish;

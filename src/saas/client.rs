@@ -21,7 +21,6 @@
 //! bodies. Messages that come from the SaaS are passed through [`super::scrub`] before they
 //! reach an error.
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -30,9 +29,10 @@ use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 
+use super::config::SaasConfig;
+pub use super::config::{check_base_url, check_callback_url};
 use super::scrub;
 use super::wire::{self, Accepted, ErrorBody, Profile, RequestStatus, SaasRequest};
-use crate::config::SaasConfig;
 use crate::ctp::CtpEvent;
 
 /// Largest answer read. Ours are a few KiB; a bigger one is a broken or hostile server.
@@ -85,48 +85,6 @@ impl SaasError {
 #[derive(Debug, thiserror::Error)]
 #[error("SaaS client: {0}")]
 pub struct ClientBuildError(String);
-
-/// Checks the SaaS base URL: absolute `https://`, or `http://` to a loopback host (the
-/// embedded simulator, a local test double). No query, fragment or credentials (the API
-/// key has its own setting). Errors do not repeat the URL, which could hold a password.
-pub fn check_base_url(text: &str) -> Result<Url, String> {
-    let url = check_http_url(text)?;
-    match url.scheme() {
-        "https" => Ok(url),
-        _ if is_loopback(&url) => Ok(url),
-        _ => Err("plain http is allowed only to a loopback host (127.0.0.0/8, ::1, localhost); use https".into()),
-    }
-}
-
-/// Checks a callback URL: absolute `http://` or `https://` with a host and no credentials.
-pub fn check_callback_url(text: &str) -> Result<Url, String> {
-    check_http_url(text)
-}
-
-fn check_http_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| format!("not an absolute URL ({e})"))?;
-    if url.scheme() != "https" && url.scheme() != "http" {
-        return Err("must start with https:// or http://".into());
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("has no host".into());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("must not carry credentials".into());
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err("must not have a query or a fragment".into());
-    }
-    Ok(url)
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host_str() {
-        Some(host) if host.eq_ignore_ascii_case("localhost") => true,
-        Some(host) => host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    }
-}
 
 /// How failed attempts are retried.
 #[derive(Debug, Clone, Copy)]
@@ -464,32 +422,6 @@ fn observe(operation: &'static str, outcome: &'static str, started: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base_url_rules() {
-        for ok in [
-            "https://saas.example.com",
-            "https://saas.example.com/ctp/v1/",
-            "http://127.0.0.1:8090",
-            "http://localhost:1",
-            "http://[::1]:80",
-            "http://127.8.9.10",
-        ] {
-            assert!(check_base_url(ok).is_ok(), "{ok}");
-        }
-        for (bad, needle) in [
-            ("http://saas.example.com", "loopback"),
-            ("http://10.0.0.1", "loopback"),
-            ("ftp://127.0.0.1", "https://"),
-            ("saas.example.com", "absolute"),
-            ("https://u:hunter2@saas.example.com", "credentials"),
-            ("https://saas.example.com/?x=1", "query"),
-        ] {
-            let err = check_base_url(bad).unwrap_err();
-            assert!(err.contains(needle) && !err.contains("hunter2"), "{bad}: {err}");
-        }
-        assert!(check_callback_url("http://issuer.example.com/cb").is_ok());
-    }
 
     #[test]
     fn backoff_grows_with_jitter_and_stays_capped() {

@@ -3,6 +3,7 @@
 //! tests, is [`crate::sim::saas`]; the signed callbacks it sends are [`crate::webhook`].
 
 pub mod client;
+pub mod config;
 pub mod wire;
 
 pub use client::{SaasClient, SaasError};

@@ -22,6 +22,7 @@
 //! Times are epoch milliseconds (BIGINT) in both schemas.
 
 pub mod attempts;
+pub mod config;
 pub mod enrollment;
 pub mod idempotency;
 pub mod outbox;

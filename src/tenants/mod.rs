@@ -10,6 +10,12 @@
 //!
 //! With no tenant declared, the service runs for a single issuer, as it did before tenants
 //! were declared: every tenant name is accepted and every card is the issuer's.
+//!
+//! [`config`] reads and checks the declarations (no two tenants' ranges overlap).
+
+pub mod config;
+
+pub use config::{BinPrefix, TenantConfig, TenantsConfig};
 
 use crate::pan::Pan;
 
@@ -48,6 +54,23 @@ impl Tenants {
     /// does that at start.
     pub fn new(declared: Vec<Tenant>) -> Self {
         Self { declared }
+    }
+
+    /// The tenants a configuration declares.
+    pub fn from_config(config: &TenantsConfig) -> Self {
+        Self::new(
+            config
+                .0
+                .iter()
+                .map(|t| Tenant {
+                    id: t.id.clone(),
+                    bins: t.bins.iter().map(|b| b.as_str().to_owned()).collect(),
+                    d1_issuer_id: t.d1_issuer_id.clone(),
+                    display_name: t.display_name.clone(),
+                    accent_color: t.accent_color.clone(),
+                })
+                .collect(),
+        )
     }
 
     pub fn single_issuer(&self) -> bool {

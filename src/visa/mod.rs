@@ -3,6 +3,7 @@
 //! ([`envelope`]), its keys ([`keys`]), the decrypted payload ([`payload`]), the errors and
 //! their statuses ([`error`]). The HTTP handler is `public::visa_notification`.
 
+pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod keys;

@@ -17,7 +17,6 @@ use ctp_issuer::sim::client;
 use ctp_issuer::store::Store;
 use ctp_issuer::{App, Listeners};
 use http::StatusCode;
-use secrecy::SecretString;
 use sqlx::Connection;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -59,7 +58,7 @@ impl TestDb {
 
     pub async fn store(&self) -> Store {
         let mut config = Config::default();
-        config.database.url = SecretString::from(self.url.clone());
+        config.database.url = self.url.parse().unwrap();
         Store::connect(&config.database).await.unwrap()
     }
 }
@@ -149,8 +148,10 @@ fn copy_dir(from: &Path, to: &Path) {
 /// replay window (the committed fixtures carry fixed 2026 timestamps) unless changed.
 pub fn test_config(db: &TestDb, keys_dir: &Path) -> Config {
     let mut config = Config::default();
-    config.database.url = SecretString::from(db.url.clone());
+    config.database.url = db.url.parse().unwrap();
     config.database.acquire_timeout = Duration::from_secs(2);
+    // The in-process SaaS simulator, asked for: PostgreSQL is not the embedded shape.
+    config.saas.simulator = Some(true);
     config.keys_dir = keys_dir.to_owned();
     config.visa.replay_window = Duration::from_secs(5 * 365 * 24 * 3600);
     // The relay would publish (and so take away) the outbox rows other tests look at;

@@ -75,7 +75,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    ctp_issuer::telemetry::init_logging(&config.log);
+    if let Err(e) = ctp_issuer::telemetry::init_logging(&config.log) {
+        eprintln!("ctp-bench: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -2,6 +2,8 @@
 //! RS256/ES256 against configured public keys or a JWKS file), verified with josekit, and
 //! the tenants it may act for.
 
+pub mod config;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -11,7 +13,7 @@ use josekit::jwt::{JwtPayload, JwtPayloadValidator};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use crate::config::AuthConfig;
+use self::config::AuthConfig;
 
 /// The tenants a token may act for.
 #[derive(Debug, Clone, PartialEq, Eq)]
