@@ -243,10 +243,10 @@ fn tcp_sockets_to(port: u16) -> Vec<bool> {
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         let socket = socket2::SockRef::from(&fd);
         let Some(peer) = socket.peer_addr().ok().and_then(|a| a.as_socket()) else { continue };
-        if peer.port() == port {
-            if let Ok(on) = socket.tcp_nodelay() {
-                found.push(on);
-            }
+        if peer.port() == port
+            && let Ok(on) = socket.tcp_nodelay()
+        {
+            found.push(on);
         }
     }
     found

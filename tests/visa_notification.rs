@@ -140,6 +140,7 @@ db_test!(unknown_card_is_404_and_writes_nothing, |db: TestDb| async move {
 });
 
 /// Builds a JWS(JWE) by hand, for the envelopes our builder will not make.
+#[allow(clippy::too_many_arguments)]
 fn custom_envelope(
     jwe_alg_enc: (&str, &str),
     jwe_key: &[u8],

@@ -136,10 +136,10 @@ impl EntityProfile {
                 return err("locale", "must look like en_US");
             }
         }
-        if let Some(c) = &self.country_code {
-            if !alpha3(c) {
-                return err("countryCode", "must be ISO 3166-1 alpha-3, e.g. USA");
-            }
+        if let Some(c) = &self.country_code
+            && !alpha3(c)
+        {
+            return err("countryCode", "must be ISO 3166-1 alpha-3, e.g. USA");
         }
         if self.national_identifiers.len() > 5 {
             return err("nationalIdentifiers", "at most 5");
@@ -170,10 +170,10 @@ impl EntityProfile {
                 ("billingAddress.addressLine3", a.address_line3.as_ref()),
             ];
             for (field, line) in lines {
-                if let Some(line) = line {
-                    if line.is_empty() || line.chars().count() > 64 {
-                        return err(field, "must be 1 to 64 characters");
-                    }
+                if let Some(line) = line
+                    && (line.is_empty() || line.chars().count() > 64)
+                {
+                    return err(field, "must be 1 to 64 characters");
                 }
             }
             if a.city.is_empty() || a.city.chars().count() > 32 {
@@ -318,7 +318,8 @@ mod tests {
 
     #[test]
     fn each_rule_names_its_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut EntityProfile)>)> = vec![
+        type Breaks = Box<dyn Fn(&mut EntityProfile)>;
+        let cases: Vec<(&str, Breaks)> = vec![
             ("firstName", Box::new(|p| p.first_name = Some("x".repeat(36)))),
             ("emails", Box::new(|p| p.emails = vec!["a@b.co".into(); 6])),
             ("emails[0]", Box::new(|p| p.emails = vec!["not-an-email".into()])),

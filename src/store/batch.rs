@@ -119,7 +119,10 @@ fn run_on_own_thread(name: &str, work: impl Future<Output = Vec<()>> + Send + 's
     }
 }
 
-async fn write_loop<W: BatchWriter>(store: W, queue: Arc<Mutex<mpsc::Receiver<(AttemptWrite, Reply<AttemptOutcome>)>>>) {
+/// A queue several loops take from.
+type SharedQueue<T, R> = Arc<Mutex<mpsc::Receiver<(T, Reply<R>)>>>;
+
+async fn write_loop<W: BatchWriter>(store: W, queue: SharedQueue<AttemptWrite, AttemptOutcome>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     loop {
         if queue.lock().await.recv_many(&mut jobs, MAX_BATCH).await == 0 {
@@ -173,7 +176,7 @@ async fn write<W: BatchWriter>(store: &W, items: &[AttemptWrite]) -> Vec<Result<
     results
 }
 
-async fn lookup_loop<W: BatchWriter>(store: W, queue: Arc<Mutex<mpsc::Receiver<(String, Reply<bool>)>>>) {
+async fn lookup_loop<W: BatchWriter>(store: W, queue: SharedQueue<String, bool>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     loop {
         if queue.lock().await.recv_many(&mut jobs, MAX_BATCH).await == 0 {

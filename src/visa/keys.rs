@@ -149,10 +149,10 @@ fn key_files(dir: &Path, ext: &str) -> Result<Vec<(String, PathBuf)>, KeyLoadErr
     let mut out = Vec::new();
     for entry in entries {
         let path = entry.map_err(|source| KeyLoadError::Read { path: dir.to_owned(), source })?.path();
-        if path.extension().and_then(|e| e.to_str()) == Some(ext) {
-            if let Some(kid) = path.file_stem().and_then(|s| s.to_str()) {
-                out.push((kid.to_owned(), path.clone()));
-            }
+        if path.extension().and_then(|e| e.to_str()) == Some(ext)
+            && let Some(kid) = path.file_stem().and_then(|s| s.to_str())
+        {
+            out.push((kid.to_owned(), path.clone()));
         }
     }
     out.sort();

@@ -73,10 +73,10 @@ fn text(parent: &Map<String, Value>, key: &str, path: &'static str, min: usize, 
 fn phone(client: &Map<String, Value>) -> Result<Option<String>, Rejected> {
     const PATH: &str = "clientInformation.phoneNumber";
     let phone = text(client, "phoneNumber", PATH, 1, 32)?;
-    if let Some(p) = &phone {
-        if !p.chars().all(|c| c.is_ascii_digit() || "().-+ ".contains(c)) {
-            return Err(Rejection::PayloadInvalidField.at(PATH));
-        }
+    if let Some(p) = &phone
+        && !p.chars().all(|c| c.is_ascii_digit() || "().-+ ".contains(c))
+    {
+        return Err(Rejection::PayloadInvalidField.at(PATH));
     }
     Ok(phone)
 }

@@ -53,13 +53,19 @@ impl RsaOaepDecrypter {
     }
 
     /// The content-encryption key wrapped in `encrypted_key`.
-    pub fn unwrap_key(&self, encrypted_key: &[u8]) -> Result<Zeroizing<Vec<u8>>, ()> {
+    pub fn unwrap_key(&self, encrypted_key: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyUnwrapError> {
         let mut out = Zeroizing::new(vec![0u8; self.key.min_output_size()]);
-        let len = self.key.decrypt(&OAEP_SHA256_MGF1SHA256, encrypted_key, &mut out, None).map_err(|_| ())?.len();
+        let len = self.key.decrypt(&OAEP_SHA256_MGF1SHA256, encrypted_key, &mut out, None).map_err(|_| KeyUnwrapError)?.len();
         out.truncate(len);
         Ok(out)
     }
 }
+
+/// The encrypted key does not decrypt with this key (wrong key, or tampered): nothing more
+/// is said, so that the answer cannot serve as a padding oracle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the encrypted key does not decrypt")]
+pub struct KeyUnwrapError;
 
 /// PKCS#1 `RSAPrivateKey` DER re-wrapped as PKCS#8, the one form aws-lc-rs reads. Load
 /// time only.

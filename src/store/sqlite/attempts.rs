@@ -17,7 +17,8 @@ pub async fn record(store: &Sqlite, write: AttemptWrite) -> Result<AttemptOutcom
 /// The kit, the attempt, its outbox event: inside the writer's savepoint for this job.
 fn record_on(conn: &Connection, item: &AttemptWrite) -> Result<AttemptOutcome, StoreError> {
     let find = |fingerprint: &str| -> Result<Option<MatchedKit>, StoreError> {
-        let rows = query(conn, "find kit", sql::FIND_KIT, &params![fingerprint, item.tenant.as_deref()])?;
+        let params = params![fingerprint, item.tenant.as_deref()];
+        let rows = query(conn, "find kit", sql::FIND_KIT, &params)?;
         rows.first().map(|row| Ok(MatchedKit { tenant: row.text(0)?, entity_id: row.text(1)?, kit_no: row.text(2)? })).transpose()
     };
     let Some(kit) = match_kit(item, find)? else { return Ok(AttemptOutcome::UnknownCard) };
@@ -52,7 +53,8 @@ fn record_on(conn: &Connection, item: &AttemptWrite) -> Result<AttemptOutcome, S
     }
     let announcement = (item.announce)(&Recorded { attempt_id: &id, kit: &kit, received_at: now }, n);
     let mut outbox = conn.prepare_cached(sql::INSERT_OUTBOX).map_err(sqlite_err("insert outbox event"))?;
-    super::exec::bind("insert outbox event", &mut outbox, &params![&kit.tenant, announcement.event_type, announcement.payload, now])?;
+    let params = params![&kit.tenant, announcement.event_type, announcement.payload, now];
+    super::exec::bind("insert outbox event", &mut outbox, &params)?;
     outbox.raw_execute().map_err(sqlite_err("insert outbox event"))?;
     Ok(AttemptOutcome::Recorded { attempt_id: id, kit })
 }

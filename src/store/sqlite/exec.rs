@@ -34,7 +34,7 @@ pub fn bind(op: &'static str, statement: &mut Statement<'_>, params: &[Param]) -
         let name = parameter_name(i).ok_or(StoreError::Decode { column: i, expected: "a parameter within $1..$64" })?;
         let Some(index) = statement.parameter_index(name).map_err(sqlite_err(op))? else { continue };
         let value = match param {
-            Param::Int(v) => v.map_or(ToSqlOutput::Owned(rusqlite::types::Value::Null), |v| ToSqlOutput::from(v)),
+            Param::Int(v) => v.map_or(ToSqlOutput::Owned(rusqlite::types::Value::Null), ToSqlOutput::from),
             Param::Text(v) => match v {
                 Some(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
                 None => ToSqlOutput::Owned(rusqlite::types::Value::Null),
