@@ -102,6 +102,8 @@ impl App {
         };
         metrics::gauge!("ctp_saas_simulator_in_use").set(if self.services.simulator_in_use { 1.0 } else { 0.0 });
         let reconciler = tokio::spawn(self.services.enrollment.clone().reconcile_loop(shutdown.clone()));
+        let janitor =
+            tokio::spawn(crate::store::retention::janitor(self.store().clone(), self.config().retention.clone(), shutdown.clone()));
         // The outbox relay stops with the listeners; a round under way is finished first.
         let relay = tokio::spawn(crate::notify::relay::run(self.store().clone(), self.config().outbox.clone(), shutdown.clone()));
         let public = tokio::spawn(http::server::serve(PUBLIC, listeners.public, tls, http_config.clone(), shutdown.clone(), {
@@ -116,13 +118,14 @@ impl App {
             let services = self.services.clone();
             move |req| routes::admin(services.clone(), req)
         }));
-        let (a, b, c, d, e, f) = tokio::join!(public, internal, admin, upkeep, relay, reconciler);
+        let (a, b, c, d, e, f, g) = tokio::join!(public, internal, admin, upkeep, relay, reconciler, janitor);
         a?;
         b?;
         c?;
         d?;
         e?;
         f?;
+        g?;
         if let Some(simulator) = simulator {
             simulator.stop().await;
         }

@@ -26,6 +26,7 @@ pub use crate::pan::config::{KeyVersion, PanConfig};
 pub use crate::saas::config::{SaasChoice, SaasConfig};
 pub use crate::setting::{Problem, Problems};
 pub use crate::store::config::{DatabaseConfig, DatabaseKind, DatabaseUrl};
+pub use crate::store::retention::RetentionConfig;
 pub use crate::telemetry::config::{LogConfig, LogFormat};
 pub use crate::tenants::config::{BinPrefix, TenantConfig, TenantsConfig};
 pub use crate::visa::config::{JwsAlgorithm, SUPPORTED_JWS_ALGORITHMS, VisaConfig};
@@ -55,6 +56,8 @@ pub struct Config {
     pub enrollment: EnrollmentConfig,
     /// The issuers served and their BIN ranges. None: one issuer.
     pub tenants: TenantsConfig,
+    /// What the store forgets, and when.
+    pub retention: RetentionConfig,
 }
 
 impl Default for Config {
@@ -73,6 +76,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             enrollment: EnrollmentConfig::default(),
             tenants: TenantsConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -156,6 +160,12 @@ impl Config {
         problems.merge(self.auth.validate());
         problems.merge(self.enrollment.validate());
         problems.merge(self.tenants.validate());
+        problems.merge(self.retention.validate());
+        problems.require(
+            self.retention.callback_ids > self.saas.webhook_tolerance,
+            "retention.callback_ids",
+            "must be longer than saas.webhook_tolerance (a redelivery inside the tolerance must be found)",
+        );
         problems.into_result().map_err(ConfigError::Invalid)
     }
 

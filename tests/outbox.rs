@@ -349,3 +349,28 @@ db_test!(the_outbox_commands_list_and_redrive, |db: TestDb| async move {
     assert_eq!(raw.row(ids[0]).await.attempts, 0);
     raw.close().await;
 });
+
+db_test!(the_relay_wakes_for_an_event_of_its_own_process_before_its_poll, |db: TestDb| async move {
+    let server = TestServer::start(&db, |c| {
+        c.outbox = fast(c.outbox.clone());
+        c.outbox.enabled = true;
+        c.outbox.log_target = LogTarget::Tracing;
+        // Only the wake-up can publish within the test's patience.
+        c.outbox.poll_interval = Duration::from_secs(3600);
+        c.outbox.lease = Duration::from_secs(7200);
+    })
+    .await;
+    assert_eq!(server.import_fixture_kits().await.inserted, 4);
+    let raw = Raw::open(&db).await;
+    // Let the relay's first round (at start) find nothing and go to sleep.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let body = NotificationBuilder::rsa_from_dir(server.keys.path())
+        .unwrap()
+        .body(&enrollment_payload("4111111111111111", "Jane", "Doe", "jane@example.com", "+1 (415) 555-0100"), SystemTime::now())
+        .unwrap();
+    assert_eq!(server.notify("40010030273", body).await, StatusCode::OK);
+    raw.wait_all_published(Duration::from_secs(5)).await;
+    assert_eq!(raw.rows().await.len(), 1);
+    tokio::time::timeout(Duration::from_secs(10), server.stop()).await.expect("server and relay stop");
+    raw.close().await;
+});

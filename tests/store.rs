@@ -274,3 +274,48 @@ async fn a_customers_kits_are_read_through_the_entity_index() {
     assert!(steps.iter().any(|s| s.contains("idx_kit_entity (tenant=? AND entity_id=?)")), "{steps:?}");
     assert!(!steps.iter().any(|s| s.contains("TEMP B-TREE")), "sorted separately: {steps:?}");
 }
+
+db_test!(retention_deletes_what_has_served_and_keeps_what_waits, |db: TestDb| async move {
+    use ctp_issuer::store::idempotency::Claim;
+    use ctp_issuer::store::retention::{Purged, RetentionConfig};
+    const DAY: i64 = 24 * 3600 * 1000;
+
+    let store = db.store().await;
+    let keys = keys();
+    let t = now();
+    store.upsert_kit(&kit(&keys, "T1", "K1", "4111111111111111"), false, t).await.unwrap();
+    for _ in 0..3 {
+        assert!(matches!(
+            store.record_attempt(write(&keys, &verified("4111111111111111"))).await.unwrap(),
+            AttemptOutcome::Recorded { .. }
+        ));
+    }
+    // The first event was published eight days ago, the second just now; the third waits.
+    let claimed = store.claim_outbox("relay-test", now(), Duration::from_secs(60), 2).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    store.mark_outbox_published(&[claimed[0].id], t - 8 * DAY).await.unwrap();
+    store.mark_outbox_published(&[claimed[1].id], t).await.unwrap();
+    // A key first used two days ago, and one used now.
+    for (key, at) in [("old-key", t - 2 * DAY), ("new-key", t)] {
+        let Claim::Claimed { claimed_at } = store.claim_idempotency_key("T1", key, "digest", at, at - 60_000).await.unwrap() else {
+            panic!("{key} not claimed")
+        };
+        store.complete_idempotency_key("T1", key, claimed_at, 200, "{}", at).await.unwrap();
+    }
+
+    let retention = RetentionConfig::default();
+    let purged = store.purge(&retention, SystemTime::now()).await.unwrap();
+    assert_eq!(purged, Purged { published_events: 1, callback_ids: 0, idempotency_keys: 1 });
+    // The old key is forgotten: using it again runs the request; the new one still replays.
+    assert!(matches!(store.claim_idempotency_key("T1", "old-key", "other", t, t - 60_000).await.unwrap(), Claim::Claimed { .. }));
+    assert!(matches!(store.claim_idempotency_key("T1", "new-key", "digest", t, t - 60_000).await.unwrap(), Claim::Replay { .. }));
+
+    // A month on, the second published event goes too; the waiting one is never deleted.
+    let later = SystemTime::now() + Duration::from_secs(30 * 24 * 3600);
+    assert_eq!(store.purge(&retention, later).await.unwrap().published_events, 1);
+    let waiting = store.pending_outbox(10).await.unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert!(waiting[0].id > claimed[1].id, "the waiting event is the third");
+    assert_eq!(store.outbox_stats().await.unwrap().waiting, 1);
+    store.close().await;
+});

@@ -22,6 +22,12 @@ CREATE INDEX idx_idempotency_request_created ON idempotency_request (created_at)
 -- recorded again, once.
 UPDATE enrollment_attempt SET envelope_hash = 'retired:' || id WHERE envelope_hash NOT LIKE '%:%';
 
+-- The relay claims waiting events oldest first: through an index of the waiting ones in
+-- id order, so that a claim costs what is waiting, not what was ever published (with the
+-- index before, a claim scanned the table from its first row).
+DROP INDEX idx_outbox_pending;
+CREATE INDEX idx_outbox_waiting ON outbox (id) WHERE published_at IS NULL AND dead_at IS NULL;
+
 -- Retention: published outbox events and applied callbacks are deleted after a while,
 -- oldest first, through these indexes.
 CREATE INDEX idx_outbox_published ON outbox (published_at) WHERE published_at IS NOT NULL;

@@ -40,6 +40,21 @@ pub enum RelayError {
     Publisher(#[from] PublishError),
 }
 
+/// The shortest time between the starts of two rounds woken by this process's own
+/// events: under steady traffic the relay then publishes in batches (a round costs two
+/// writes whatever its size) while no event waits much longer than this.
+pub const ROUND_GAP: Duration = Duration::from_millis(50);
+
+/// What the relay does after a round.
+enum Next {
+    /// The batch was full: more are likely waiting.
+    Now,
+    /// Nothing more waits: the next event of this process, or the next poll.
+    Wake,
+    /// The round failed: back off.
+    After(Duration),
+}
+
 /// What one round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Round {
@@ -77,9 +92,11 @@ impl<P: Publish> Relay<P> {
     }
 
     /// Rounds until `shutdown`. A round that fills its batch is followed at once by the
-    /// next; otherwise the relay sleeps `poll_interval`, and after a failed round (store or
-    /// broker unreachable) it backs off. A round under way when `shutdown` comes is
-    /// finished, so that what the broker confirmed is also recorded.
+    /// next. Otherwise the relay waits for this process to commit an event (but leaves at
+    /// least [`ROUND_GAP`] between the starts of two rounds) or for `poll_interval`, which
+    /// is how events of other replicas and retries that fell due are found. After a failed
+    /// round (store or broker unreachable) it backs off. A round under way when `shutdown`
+    /// comes is finished, so that what the broker confirmed is also recorded.
     pub async fn run(mut self, shutdown: CancellationToken) {
         tracing::info!(owner = %self.owner, publisher = self.publisher.name(), "outbox relay started");
         let mut failures: i64 = 0;
@@ -89,22 +106,39 @@ impl<P: Publish> Relay<P> {
                 self.observe().await;
                 observed = Some(Instant::now());
             }
-            let pause = match self.run_once().await {
+            let started = Instant::now();
+            let next = match self.run_once().await {
                 Ok(round) => {
                     failures = 0;
-                    if round.claimed >= self.config.batch_size as usize { Duration::ZERO } else { self.config.poll_interval }
+                    if round.claimed >= self.config.batch_size as usize { Next::Now } else { Next::Wake }
                 }
                 Err(e) => {
                     failures += 1;
                     let pause = backoff(failures, self.config.backoff_base, self.config.backoff_max).max(self.config.poll_interval);
                     tracing::warn!(error = %e, retry_in = ?pause, "outbox relay round failed");
-                    pause
+                    Next::After(pause)
+                }
+            };
+            let wait = async {
+                match next {
+                    Next::Now => {}
+                    Next::Wake => {
+                        let woken = async {
+                            self.store.outbox_written().await;
+                            tokio::time::sleep_until(started + ROUND_GAP).await;
+                        };
+                        tokio::select! {
+                            _ = woken => {}
+                            _ = tokio::time::sleep(self.config.poll_interval) => {}
+                        }
+                    }
+                    Next::After(pause) => tokio::time::sleep(pause).await,
                 }
             };
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(pause) => {}
+                _ = wait => {}
             }
         }
         tracing::info!(owner = %self.owner, "outbox relay stopped");

@@ -245,7 +245,10 @@ impl Store {
         let o = &finish.outbox;
         plan.step(sql::INSERT_OUTBOX, params![&o.tenant, &o.event_type, &o.payload, now], Expect::Any);
         Ok(match self.apply(plan).await? {
-            Applied::Done(_) => Finished::Applied,
+            Applied::Done(_) => {
+                self.announce_outbox_event();
+                Finished::Applied
+            }
             Applied::Conflict { at } if Some(at) == callback => Finished::DuplicateCallback,
             Applied::Conflict { at } if at == trace => Finished::AlreadyFinished,
             Applied::Conflict { .. } => Finished::StatusesMoved,

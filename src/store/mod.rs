@@ -28,6 +28,7 @@ pub mod idempotency;
 pub mod outbox;
 pub mod plan;
 pub mod registry;
+pub mod retention;
 pub mod sql;
 pub mod value;
 
@@ -37,7 +38,10 @@ mod sqlite;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
 use secrecy::ExposeSecret;
+use tokio::sync::Notify;
 
 pub use attempts::{AttemptOutcome, AttemptRow, MatchedKit};
 pub use registry::{KitRecord, KitUpsert};
@@ -74,6 +78,9 @@ pub(crate) fn db_err(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: Backend,
+    /// Rung when this process commits an outbox event, so that the relay in this process
+    /// need not wait for its next poll (other replicas' events wait for that).
+    outbox_written: Arc<Notify>,
 }
 
 #[derive(Debug, Clone)]
@@ -94,7 +101,7 @@ impl Store {
         } else {
             return Err(StoreError::Url("must start with sqlite: or postgres:".into()));
         };
-        Ok(Self { backend })
+        Ok(Self::over(backend))
     }
 
     /// Opens an existing SQLite database without creating or migrating it: for commands
@@ -103,9 +110,23 @@ impl Store {
     pub async fn open_existing(config: &DatabaseConfig) -> Result<Self, StoreError> {
         let url = config.url.expose_secret();
         match url.strip_prefix("sqlite:") {
-            Some(_) => Ok(Self { backend: Backend::Sqlite(sqlite::Sqlite::open_existing(url).await?) }),
+            Some(_) => Ok(Self::over(Backend::Sqlite(sqlite::Sqlite::open_existing(url).await?))),
             None => Self::connect(config).await,
         }
+    }
+
+    fn over(backend: Backend) -> Self {
+        Self { backend, outbox_written: Arc::new(Notify::new()) }
+    }
+
+    /// Completes once this process has committed an outbox event since the last time it
+    /// completed (one wake-up is kept while nobody waits).
+    pub async fn outbox_written(&self) {
+        self.outbox_written.notified().await
+    }
+
+    pub(crate) fn announce_outbox_event(&self) {
+        self.outbox_written.notify_one();
     }
 
     pub(crate) fn dialect(&self) -> Dialect {
@@ -160,10 +181,14 @@ impl Store {
     /// digest) and its outbox event, in one transaction shared with the writes around it
     /// (see [`attempts`]).
     pub async fn record_attempt(&self, write: attempts::AttemptWrite) -> Result<AttemptOutcome, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => sqlite::attempts::record(s, write).await,
-            Backend::Postgres(p) => p.attempts.record_attempt(write).await,
+        let outcome = match &self.backend {
+            Backend::Sqlite(s) => sqlite::attempts::record(s, write).await?,
+            Backend::Postgres(p) => p.attempts.record_attempt(write).await?,
+        };
+        if matches!(outcome, AttemptOutcome::Recorded { .. }) {
+            self.announce_outbox_event();
         }
+        Ok(outcome)
     }
 
     /// Runs a plan in one transaction.

@@ -221,9 +221,10 @@ pub const COMPLETE_IDEMPOTENCY_KEY: &str = "
 pub const RELEASE_IDEMPOTENCY_KEY: &str =
     "DELETE FROM idempotency_request WHERE tenant = $1 AND idempotency_key = $2 AND created_at = $3 AND response_status IS NULL";
 
+/// Idempotency keys first used before `$1`, at most `$2` at a time.
 pub const PURGE_IDEMPOTENCY_KEYS: &str = "
     DELETE FROM idempotency_request WHERE (tenant, idempotency_key) IN
-        (SELECT tenant, idempotency_key FROM idempotency_request WHERE created_at < $1 LIMIT $2)";
+        (SELECT tenant, idempotency_key FROM idempotency_request WHERE created_at < $1 ORDER BY created_at LIMIT $2)";
 
 // --- Visa's notifications. ---
 
@@ -321,5 +322,4 @@ pub const PURGE_PUBLISHED_OUTBOX: &str =
 
 /// Callback receipts older than `$1`, at most `$2` at a time: past the webhook tolerance a
 /// redelivery is refused by its timestamp anyway.
-pub const PURGE_CALLBACKS: &str =
-    "DELETE FROM saas_callback WHERE webhook_id IN (SELECT webhook_id FROM saas_callback WHERE received_at < $1 LIMIT $2)";
+pub const PURGE_CALLBACKS: &str = "DELETE FROM saas_callback WHERE webhook_id IN (SELECT webhook_id FROM saas_callback WHERE received_at < $1 ORDER BY received_at LIMIT $2)";

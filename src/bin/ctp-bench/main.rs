@@ -35,6 +35,8 @@
 mod bodies;
 mod enroll;
 mod load;
+mod queue;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -151,6 +153,28 @@ enum BenchCommand {
         warmup: usize,
         #[arg(long, default_value = TOKEN_REQUESTOR_ID)]
         token_requestor_id: String,
+        /// The server's admin listener, for the outbox backlog during the run and, after
+        /// it, the time until the outbox is empty; loopback only.
+        #[arg(long)]
+        admin: Option<String>,
+        /// How often the server's CPU, RSS and the backlog are read during the run.
+        #[arg(long, default_value = "1s", value_parser = humantime_serde::re::humantime::parse_duration)]
+        sample_every: Duration,
+        /// The stretch of the run, at its start and its end, over which CPU per request is
+        /// compared (flat means close).
+        #[arg(long, default_value = "60s", value_parser = humantime_serde::re::humantime::parse_duration)]
+        window: Duration,
+        /// Longest wait, after the load, for the outbox to empty.
+        #[arg(long, default_value = "30s", value_parser = humantime_serde::re::humantime::parse_duration)]
+        drain_timeout: Duration,
+    },
+    /// Consume (and acknowledge) every message of a RabbitMQ queue until SIGTERM or
+    /// SIGINT, then until it is quiet; print how many arrived.
+    DrainQueue {
+        #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+        amqp_url: String,
+        #[arg(long)]
+        queue: String,
     },
     /// Drive a running server's enrollment API over loopback with distinct, valid
     /// registrations (a fresh customer and card each), then wait for their results.
@@ -215,8 +239,9 @@ async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<ExitCode>
             println!("{}: {count} bodies ({:.1} s)", path.display(), started.elapsed().as_secs_f64());
             Ok(ExitCode::SUCCESS)
         }
-        BenchCommand::Notify { dir, mode, target, load, count, warmup, token_requestor_id } => {
+        BenchCommand::Notify { dir, mode, target, load, count, warmup, token_requestor_id, admin, sample_every, window, drain_timeout } => {
             let plan = load.plan(loopback_target(&target)?, count)?;
+            let admin = admin.as_deref().map(loopback_target).transpose()?;
             let needed = count.checked_add(warmup).filter(|n| *n <= MAX_NOTIFICATIONS).context("--count + --warmup is too large")?;
             let uri: Uri = notification_path(&token_requestor_id).parse().context("--token-requestor-id does not make a valid path")?;
             let (bodies, oldest) = {
@@ -234,18 +259,48 @@ async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<ExitCode>
             let headers = base_headers(plan.addr)?;
             let make: MakeRequest =
                 Arc::new(move |i| request(Method::POST, uri.clone(), &headers, bodies.get(i).cloned().unwrap_or_default()));
-            let report = on_one_thread(move || async move {
-                if warmup > 0 {
-                    drive(&plan.unmeasured(), make.clone(), 0..warmup).await?;
+            let (report, watched) = on_one_thread(move || async move {
+                // Every notification answered 200 is one outbox event: the outbox is empty
+                // once the relay has published as many as were answered.
+                let published_before = match admin {
+                    Some(admin) => watch::published(admin).await.context("the admin listener's /metrics")?,
+                    None => 0,
+                };
+                let warmed = if warmup > 0 { drive(&plan.unmeasured(), make.clone(), 0..warmup).await?.ok() } else { 0 };
+                let stop = tokio_util::sync::CancellationToken::new();
+                let sampler = tokio::spawn(watch::sample(plan.server_pid, admin, sample_every, Instant::now(), stop.clone()));
+                let report = drive(&plan, make, warmup..warmup + count).await?;
+                stop.cancel();
+                let mut watched = watch::Watched { samples: sampler.await?, drained_after: None };
+                if let Some(admin) = admin {
+                    let target = published_before + warmed + report.ok();
+                    watched.drained_after = watch::drain(admin, target, drain_timeout).await;
                 }
-                drive(&plan, make, warmup..warmup + count).await
+                Ok((report, watched))
             })
             .await?;
             match load.format {
-                Format::Text => report.print_text(&format!("bench notify: mode {}", mode.name()), load.concurrency, load.rate),
-                Format::Kv => println!("{}", report.kv_line(mode.name(), load.concurrency, load.rate)),
+                Format::Text => {
+                    report.print_text(&format!("bench notify: mode {}", mode.name()), load.concurrency, load.rate);
+                    println!("  watched: {}", watched.kv(window, load.rate));
+                }
+                Format::Kv => println!("{} {}", report.kv_line(mode.name(), load.concurrency, load.rate), watched.kv(window, load.rate)),
             }
             Ok(if report.transport_errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        BenchCommand::DrainQueue { amqp_url, queue } => {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let stopper = stop.clone();
+            tokio::spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                if let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+                    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                }
+                stopper.cancel();
+            });
+            let received = queue::drain(&amqp_url, &queue, stop).await?;
+            println!("received={received}");
+            Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Enroll(args) => {
             // The secret `ctp-issuer token` signs with.
