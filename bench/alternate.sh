@@ -11,8 +11,8 @@
 #
 # Knobs (environment): BENCH_RUNS ("rsa:64 shared-hs256:1 shared-hs256:64": mode and
 # concurrency of each run), BENCH_PAIRS (3), BENCH_DURATION (4s), BENCH_CARDS (1000),
-# BENCH_KEEP=1. SQLite only (PostgreSQL's CPU is its own processes', which this does not
-# count). Only loopback is targeted; every run is bounded and every server is stopped.
+# BENCH_RELAY (1: the outbox relay on, as in production; 0 turns it off), BENCH_KEEP=1.
+# SQLite only (PostgreSQL's CPU is its own processes', which this does not count). Only loopback is targeted; every run is bounded and every server is stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,7 +51,7 @@ for pair in $(seq "$PAIRS"); do
             SERVER_BIN=$server
             export_env=(CTP_DATABASE_URL="$url" CTP_KEYS_DIR="$WORK/keys" CTP_PUBLIC_ADDR="$PUBLIC"
                 CTP_INTERNAL_ADDR="$INTERNAL" CTP_ADMIN_ADDR="$ADMIN" CTP_VISA_REPLAY_WINDOW=24h
-                CTP_OUTBOX_ENABLED=false)
+                CTP_OUTBOX_ENABLED=$([[ "${BENCH_RELAY:-1}" == 1 ]] && echo true || echo false))
             env "${export_env[@]}" "$server" kits import "$WORK/kits.csv" >/dev/null
             start_server "$run" "${export_env[@]}"
             before_cs=$(context_switches "$SERVER_PID")

@@ -44,15 +44,15 @@ fresh_database() {
     esac
 }
 
-# start_server RUN ENV...: `serve` with these environment assignments, logs in the work
-# directory. Sets SERVER_PID, and `ready` (start to ready and idle RSS, as key=value).
+# start_server RUN ENV...: `serve` with these environment assignments, its log in the work
+# directory and its standard output (where the log publisher writes events) thrown away. Sets SERVER_PID, and `ready` (start to ready and idle RSS, as key=value).
 # The server's SaaS is its in-process simulator, asked for explicitly: on PostgreSQL it is
 # not chosen for it.
 start_server() {
     local run=$1 t0
     shift
     t0=$(date +%s%N)
-    env CTP_SAAS_SIMULATOR=true "$@" "$SERVER_BIN" serve >"$WORK/server-$run.out" 2>"$WORK/server-$run.log" &
+    env CTP_SAAS_SIMULATOR=true "$@" "$SERVER_BIN" serve >/dev/null 2>"$WORK/server-$run.log" &
     SERVER_PID=$!
     ready=$("$BENCH_BIN" ready --admin "$ADMIN" --since-ns "$t0" --pid "$SERVER_PID" --format kv)
 }

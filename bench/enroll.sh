@@ -15,8 +15,8 @@
 # created through the registry API before each run, unmeasured), BENCH_WARMUP (50),
 # BENCH_CALLBACK_DELAY (the simulator's delay from accepting a request to completing it
 # and calling back; the service's default, 500ms), BENCH_DRAIN_TIMEOUT (30s: longest wait
-# for the results after the load), BENCH_RELAY=1 runs the outbox relay in the server under
-# test (off by default, as in bench/run.sh), BENCH_KEEP=1 keeps the work directory (keys,
+# for the results after the load), BENCH_RELAY=0 turns the outbox relay off in the
+# server under test (on by default, as in production and in bench/run.sh), BENCH_KEEP=1 keeps the work directory (keys,
 # databases, server logs), BENCH_SERVER_BIN=path runs another build as the server under
 # test (the load tool is always this tree's).
 #
@@ -51,7 +51,7 @@ for db in $DBS; do
         fresh_database "$db" "$run"
         export_env=(CTP_DATABASE_URL="$url" CTP_KEYS_DIR="$WORK/keys" CTP_PUBLIC_ADDR="$PUBLIC"
             CTP_INTERNAL_ADDR="$INTERNAL" CTP_ADMIN_ADDR="$ADMIN" CTP_SAAS_CALLBACK_DELAY="$CALLBACK_DELAY"
-            CTP_OUTBOX_ENABLED=$([[ "${BENCH_RELAY:-0}" == 1 ]] && echo true || echo false))
+            CTP_OUTBOX_ENABLED=$([[ "${BENCH_RELAY:-1}" == 1 ]] && echo true || echo false))
 
         start_server "$run" "${export_env[@]}"
         log "== run $run: enroll on $db, concurrency $c ($ready)"

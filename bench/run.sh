@@ -12,8 +12,9 @@
 # BENCH_MODES ("rsa shared-hs256"), BENCH_DBS ("sqlite postgres"),
 # BENCH_CONCURRENCY ("1 16 64"), BENCH_DURATION (5s per run), BENCH_CARDS (1000),
 # BENCH_RSA_COUNT (20000) and BENCH_SHARED_COUNT (100000): most requests per run,
-# BENCH_RELAY=1 runs the outbox relay in the server under test (off by default: it is a
-# separate stage with its own cost, publishing what the notifications wrote),
+# BENCH_RELAY=0 turns the outbox relay off in the server under test (it is on by default,
+# as in production, publishing every event with the log publisher; off is the variant
+# that shows what the relay costs),
 # BENCH_KEEP=1 keeps the work directory (keys, kits, bodies, server logs),
 # BENCH_SERVER_BIN=path runs another build as the server under test (before/after
 # comparisons; the load tool is always this tree's).
@@ -71,7 +72,7 @@ for db in $DBS; do
             fresh_database "$db" "$run"
             export_env=(CTP_DATABASE_URL="$url" CTP_KEYS_DIR="$WORK/keys" CTP_PUBLIC_ADDR="$PUBLIC"
                 CTP_INTERNAL_ADDR="$INTERNAL" CTP_ADMIN_ADDR="$ADMIN" CTP_VISA_REPLAY_WINDOW=1h
-                CTP_OUTBOX_ENABLED=$([[ "${BENCH_RELAY:-0}" == 1 ]] && echo true || echo false))
+                CTP_OUTBOX_ENABLED=$([[ "${BENCH_RELAY:-1}" == 1 ]] && echo true || echo false))
             env "${export_env[@]}" "$SERVER_BIN" kits import "$WORK/kits.csv" >/dev/null
 
             start_server "$run" "${export_env[@]}"
