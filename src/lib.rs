@@ -11,25 +11,39 @@
 //!
 //! | module | one job |
 //! | --- | --- |
-//! | [`config`] | layered configuration: defaults → TOML file → `CTP_*` environment, validated once; each section lives in its module's `config` |
-//! | [`setting`] | what configuration sections are built from: values with hints, problems named by key |
+//! | **listeners** | |
 //! | [`app`] | the service's state and its start/stop: [`App::build`], [`App::serve`], [`run`] |
 //! | [`routes`] | the three listeners' routing tables; handlers are thin translations |
-//! | [`api`] | the internal API: bearer JWT and tenant gate, seed 000's envelope, registry and operations; the SaaS callback handler |
-//! | [`enrollment`] | the domain: events, statuses and the one transition table, profiles and their rules; the enrollment service and reconciler |
-//! | [`http`] | hyper 1 plumbing: accept loop, TLS, body limits, routing by name |
-//! | [`visa`] | the inbound notification: envelope, JOSE verify + decrypt, key rings, replay window |
-//! | [`pan`] | the card-number type: masked printing, HMAC fingerprint, sealing at rest |
-//! | [`store`] | persistence behind one interface: SQLite and PostgreSQL, each with its migrations |
+//! | [`http`] | hyper 1 plumbing: accept loop, connection limits and deadlines, TLS, body limits, routing by name |
+//! | [`cli`] | the command line; `main.rs` only calls it |
+//! | **handlers** | |
+//! | [`public`] | the public listener's handlers: Visa's notifications, the SaaS's callbacks |
+//! | [`api`] | the internal API: M2P's `{result, exception, pagination}` envelope, the tenant gate, registry and operations |
+//! | [`admin`] | `/metrics`, `/healthz`, `/readyz` |
+//! | [`auth`] | bearer JWTs on the internal API |
+//! | [`state`] | the services a handler is given |
+//! | **domain** | |
+//! | [`enrollment`] | statuses and the one transition table, profiles and their rules; the enrollment service and reconciler |
+//! | [`attempts`] | Visa's enrollment attempts: matched and recorded, announced on the outbox |
 //! | [`registry`] | the issuer's entities and kits, and the CSV import |
 //! | [`tenants`] | the issuers served and the BIN ranges each owns |
-//! | [`notify`] | outbox payloads (seed 003's envelope), the relay, publishers (RabbitMQ, log), `outbox` commands |
-//! | [`admin`] | `/metrics`, `/healthz`, `/readyz` |
-//! | [`telemetry`] | logs and the Prometheus recorder |
-//! | [`saas`] | the Click to Pay SaaS layer: its JSON contract and our client of it |
+//! | [`ctp`] | Click to Pay's vocabulary: events, statuses |
+//! | [`ids`] | identifiers checked once at the boundary: tenant, entity, kit, keys |
+//! | [`visa`] | the inbound notification: envelope, JOSE verify + decrypt, key rings, replay window |
+//! | [`pan`] | the card-number type: masked printing, keyed fingerprint and digests, sealing at rest |
 //! | [`webhook`] | Standard Webhooks signing and verification (the SaaS's callbacks) |
+//! | **beneath the domain** | |
+//! | [`store`] | persistence behind one interface: SQLite and PostgreSQL, each with its migrations; retention |
+//! | [`notify`] | outbox payloads (M2P's lifecycle envelope), the relay, publishers (RabbitMQ, log) |
+//! | [`saas`] | the Click to Pay SaaS layer: its JSON contract and our client of it |
+//! | **around it all** | |
+//! | [`config`] | layered configuration: defaults → TOML file → `CTP_*` environment, validated once; each section lives in its module's `config` |
+//! | [`setting`] | what configuration sections are built from: values with hints, problems named by key |
+//! | [`telemetry`] | logs and the Prometheus recorder |
 //! | [`sim`] | stand-ins for outside parties: a Visa notification sender, the Click to Pay SaaS simulator |
-//! | [`cli`] | the command line; `main.rs` only calls it |
+//!
+//! Imports flow down the table: listeners call handlers, handlers call the domain, the
+//! domain calls the store, the outbox and the SaaS client; nothing below calls up.
 //!
 //! ## Rules of the house
 //!

@@ -2,7 +2,7 @@
 //! a failure under `CI=true`): every event arrives, well formed; a broker stopped and
 //! started mid-stream loses nothing; an unroutable message is not marked published; two
 //! relays on one PostgreSQL publish everything, and we count the duplicates; the payloads
-//! match seed 003 field by field.
+//! match M2P's Click to Pay lifecycle documentation field by field.
 //!
 //! Each test uses its own queue (and exchange), deleted at the end; should a test die
 //! first, the broker drops the queue ten minutes after its last use. The broker-restart
@@ -413,7 +413,7 @@ fn assert_fields(actual: &Value, expected: &Value, path: &str) {
 db_test!(payloads_match_seed_003_field_by_field, |db: TestDb| async move {
     let Some(broker) = Broker::get().await else { return };
     let _shared = BROKER.read().await;
-    let queue = broker.queue("seed003").await;
+    let queue = broker.queue("lifecycle").await;
     let server = TestServer::start(&db, |c| {
         c.outbox = rabbit_config(&broker.url, &queue);
         c.outbox.enabled = true;
@@ -421,7 +421,7 @@ db_test!(payloads_match_seed_003_field_by_field, |db: TestDb| async move {
     .await;
     assert_eq!(server.import_fixture_kits().await.inserted, 4);
 
-    // A Visa notification, end to end: CTP_ENROLLMENT_ATTEMPT in seed 003's envelope.
+    // A Visa notification, end to end: CTP_ENROLLMENT_ATTEMPT in M2P's lifecycle envelope.
     let body = NotificationBuilder::rsa_from_dir(server.keys.path())
         .unwrap()
         .body(&enrollment_payload("4111111111111111", "Jane", "Doe", "jane@example.com", "+1 (415) 555-0100"), SystemTime::now())
@@ -459,7 +459,7 @@ db_test!(payloads_match_seed_003_field_by_field, |db: TestDb| async move {
     );
 
     // Seed 003's two examples: the payloads our code builds for them reach the queue with
-    // exactly the seed's fields and values.
+    // exactly the documentation's fields and values.
     let success = json!({
         "business": "ENBDTABBY",
         "transactionType": "CTP_REGISTER_ENTITY_AND_KIT",

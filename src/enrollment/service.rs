@@ -22,9 +22,9 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::config::EnrollmentConfig;
 use super::profile::{BillingAddress, EntityProfile, FieldError};
 use super::status::{Refusal, plan_finish, plan_start};
-use crate::config::EnrollmentConfig;
 use crate::ctp::{CtpEvent, CtpStatus, TraceStatus};
 use crate::ids::{CorrelationId, EntityId, KitNo, TenantId};
 use crate::notify::{RequestFailureData, RequestSuccessData, request_failure_payload, request_success_payload};

@@ -143,7 +143,7 @@ mod tests {
     }
 
     /// Every (event, entity, kit) combination: the expected outcome written out as a
-    /// second, independent statement of seed 000/003's rules.
+    /// second, independent statement of the rules of M2P's Click to Pay module and lifecycle documentation.
     #[test]
     fn start_table_is_exhaustive() {
         let kits: Vec<Option<CtpStatus>> = std::iter::once(None).chain(CtpStatus::ALL.map(Some)).collect();

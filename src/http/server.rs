@@ -27,9 +27,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::config::HttpConfig;
 use super::connection::{Activity, Connection};
 use super::{Request, Response};
-use crate::config::HttpConfig;
 
 /// How a listener answers a request that outlives `http.request_timeout`. Visa retries
 /// only a 500, so the public listener answers that; the others say 503.

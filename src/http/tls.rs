@@ -11,7 +11,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::TlsConfig;
+use super::config::TlsConfig;
 
 /// The one crypto provider of the whole process.
 pub fn provider() -> Arc<CryptoProvider> {

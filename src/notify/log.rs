@@ -3,7 +3,7 @@
 //! pipe into `jq` or a log shipper; RabbitMQ is the choice past that.
 //!
 //! A line is `{"messageId":…,"eventType":…,"tenant":…,"createdAt":…,"payload":{…}}`: the
-//! payload as stored (seed 003's envelope), with the outbox id a consumer deduplicates on.
+//! payload as stored (the envelope of M2P's Click to Pay lifecycle documentation), with the outbox id a consumer deduplicates on.
 //! Consumers' names and contact details in it are masked unless `outbox.log_payloads` is
 //! `full` ([`super::mask`]). A round's lines are written with one write.
 
@@ -11,9 +11,9 @@ use std::io::Write;
 
 use serde::Serialize;
 
+use super::config::{LogPayloads, LogTarget};
 use super::mask::mask_personal_data;
 use super::publish::{Publish, PublishError};
-use crate::config::{LogPayloads, LogTarget};
 use crate::store::outbox::OutboxEvent;
 
 #[derive(Debug)]

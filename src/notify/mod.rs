@@ -72,7 +72,7 @@ pub fn enrollment_attempt_payload(attempt_id: &str, kit: &MatchedKit, notificati
     )
 }
 
-/// `serverNotifyData` of a finished request that succeeded (seed 003's success payload).
+/// `serverNotifyData` of a finished request that succeeded (the success payload of M2P's Click to Pay lifecycle documentation).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestSuccessData<'a> {
@@ -91,7 +91,7 @@ pub struct RequestSuccessData<'a> {
     pub tenant: &'a str,
 }
 
-/// `serverNotifyData` of a finished request that failed (seed 003's failure payload).
+/// `serverNotifyData` of a finished request that failed (the failure payload of M2P's Click to Pay lifecycle documentation).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestFailureData<'a> {

@@ -1,10 +1,10 @@
 //! The publishers behind [`Publish`]: an enum of the real ones, chosen by configuration,
 //! so that the service itself names no trait object.
 
+use super::config::{OutboxConfig, PublisherKind};
 use super::log::LogPublisher;
 use super::publish::{Publish, PublishError};
 use super::rabbitmq::RabbitMqPublisher;
-use crate::config::{OutboxConfig, PublisherKind};
 use crate::store::outbox::OutboxEvent;
 
 /// The publisher configuration asks for. (Boxed: the broker link is large, the log

@@ -29,8 +29,8 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::{Instant, timeout, timeout_at};
 
+use super::config::OutboxConfig;
 use super::publish::{Publish, PublishError};
-use crate::config::OutboxConfig;
 use crate::store::outbox::OutboxEvent;
 
 pub struct RabbitMqPublisher {

@@ -25,9 +25,9 @@ use serde::de::IgnoredAny;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::config::OutboxConfig;
 use super::publish::{Publish, PublishError};
 use super::publisher::Publisher;
-use crate::config::OutboxConfig;
 use crate::store::outbox::{OutboxEvent, Retry};
 use crate::store::{Store, StoreError, epoch_millis};
 

@@ -1,5 +1,5 @@
 //! The client of the Click to Pay SaaS layer: the six operations, `/status` and `/getData`
-//! (protocol.md §3), over HTTPS with rustls (plain HTTP only to a loopback host).
+//! (`docs/saas.md`), over HTTPS with rustls (plain HTTP only to a loopback host).
 //!
 //! # Retries, and why they cannot double an operation
 //!

@@ -1,8 +1,7 @@
 //! The JSON contract between us and the Click to Pay SaaS layer.
 //!
-//! The SaaS's own payloads are not public (protocol.md §3), so these are ours, modelled on
-//! Visa's VICA issuer API (protocol.md §2) so that a SaaS built on VICA maps them field for
-//! field. Every name below is the JSON name; bodies are UTF-8 JSON, unknown fields are
+//! The SaaS's own payloads are not public, so these are ours (`docs/saas.md`), modelled on
+//! Visa's VICA issuer API so that a SaaS built on VICA maps them field for field. Every name below is the JSON name; bodies are UTF-8 JSON, unknown fields are
 //! ignored on reading, optional fields are left out when empty.
 //!
 //! # Requests
@@ -157,7 +156,7 @@ pub mod code {
     pub const NOT_FOUND: &str = "NOT_FOUND";
 
     /// VIDC-2000 and VIDC-2004 received for a *retried* registration or card addition mean
-    /// the first attempt got through: treat them as success (protocol.md §2).
+    /// the first attempt got through: treat them as success (`docs/saas.md`).
     pub fn means_already_done(code: &str) -> bool {
         code == CONSUMER_ALREADY_ENROLLED || code == CARD_ALREADY_EXISTS
     }
@@ -501,7 +500,7 @@ pub struct Profile {
     pub external_consumer_id: String,
     #[serde(deserialize_with = "outside::id")]
     pub click_to_pay_customer_id: String,
-    /// `ACTIVE`, `DISABLED`, `REMOVED` (seed 003's values; others may appear).
+    /// `ACTIVE`, `DISABLED`, `REMOVED` (the values of M2P's Click to Pay lifecycle documentation; others may appear).
     #[serde(deserialize_with = "outside::text")]
     pub status: String,
     pub consumer_information: ConsumerInformation,

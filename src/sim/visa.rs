@@ -132,7 +132,7 @@ impl NotificationBuilder {
     }
 }
 
-/// A seed-001 payload for a card number and a consumer.
+/// A `CTP_ENROLLMENT_ATTEMPT` payload, as Visa's notification documentation shapes it, for a card number and a consumer.
 pub fn enrollment_payload(account_number: &str, first_name: &str, last_name: &str, email: &str, phone: &str) -> Value {
     json!({
         "clientInformation": {

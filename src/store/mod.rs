@@ -46,7 +46,7 @@ use tokio::sync::Notify;
 pub use attempts::{AttemptOutcome, AttemptRow, MatchedKit};
 pub use registry::{KitRecord, KitUpsert};
 
-use crate::config::DatabaseConfig;
+use config::DatabaseConfig;
 use plan::{Applied, Plan};
 use sql::Dialect;
 use value::{Param, Row};

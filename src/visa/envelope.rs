@@ -1,4 +1,4 @@
-//! The notification envelope: `{"encryptedData": JWS(JWE(payload))}` (protocol.md §1).
+//! The notification envelope: `{"encryptedData": JWS(JWE(payload))}` (`docs/protocol.md`, section 1).
 //!
 //! Two types, two stages. A [`RawNotification`] is what came over the wire, shape-checked
 //! but trusted for nothing. [`RawNotification::open`] is the only way to get a

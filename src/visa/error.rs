@@ -1,8 +1,8 @@
 //! Every way a Visa notification can fail, and the one place each maps to an HTTP status.
 //!
-//! The status codes are seed 001's: 400 "do not repeat unchanged", 401 "credentials missing
-//! or wrong", 404 "nothing matches", 500 "retry". Responses carry no body (the protocol says
-//! so); the [`Rejection`] reason goes to the log and to the
+//! The status codes are those of Visa's enrollment-attempt notification documentation:
+//! 400 "do not repeat unchanged", 401 "credentials missing or wrong", 404 "nothing
+//! matches", 500 "retry". Responses carry no body (the protocol says so); the [`Rejection`] reason goes to the log and to the
 //! `ctp_visa_notification_rejections_total{reason}` metric. No variant holds outside bytes,
 //! so nothing here can echo a card number.
 

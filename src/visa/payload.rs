@@ -1,4 +1,4 @@
-//! The decrypted `CTP_ENROLLMENT_ATTEMPT` payload (seed 001), as typed values.
+//! The decrypted `CTP_ENROLLMENT_ATTEMPT` payload (Visa's enrollment-attempt notification documentation), as typed values.
 //!
 //! Read field by field from a `serde_json::Value` rather than derived: serde's own error
 //! messages quote the offending value, and the offending value may be a card number.
@@ -69,7 +69,7 @@ fn text(parent: &Map<String, Value>, key: &str, path: &'static str, min: usize, 
     }
 }
 
-/// `phoneNumber`: at most 32 of `0-9 ( ) . - +` and spaces (the seed's own example format).
+/// `phoneNumber`: at most 32 of `0-9 ( ) . - +` and spaces (the format of Visa's own example).
 fn phone(client: &Map<String, Value>) -> Result<Option<String>, Rejected> {
     const PATH: &str = "clientInformation.phoneNumber";
     let phone = text(client, "phoneNumber", PATH, 1, 32)?;

@@ -59,7 +59,7 @@ impl Raw {
         row.0
     }
 
-    /// Inserts `n` seed-003-shaped success events with distinct request trace ids.
+    /// Inserts `n` success events shaped as M2P's lifecycle documentation shows them with distinct request trace ids.
     pub async fn insert_many(&self, n: usize) -> Vec<(i64, String)> {
         let mut out = Vec::with_capacity(n);
         for i in 0..n {

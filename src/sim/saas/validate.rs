@@ -33,7 +33,7 @@ fn invalid(field: &str, why: &str) -> Refusal {
     Refusal::bad_request(code::INVALID_FIELD, format!("{field} {why}"))
 }
 
-/// Visa's limits (protocol.md §2).
+/// Visa's field limits (`docs/protocol.md`, section 3).
 const MAX_NAME: usize = 35;
 const MAX_EMAILS: usize = 5;
 const MAX_PHONES: usize = 5;
