@@ -168,6 +168,20 @@ pub fn envelope_value(result: impl Serialize) -> Value {
 mod tests {
     use super::*;
 
+    /// The README's error table is what client teams read: every code, with its status.
+    #[test]
+    fn the_readme_lists_every_code_with_its_status() {
+        let readme = include_str!("../../README.md");
+        for code in ErrorCode::ALL {
+            let (code, status, _) = code.describe();
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with('|') && l.split('|').nth(1).is_some_and(|c| c.split(',').any(|c| c.trim() == code)))
+                .unwrap_or_else(|| panic!("{code} is not in the README's error table"));
+            assert!(row.contains(status.as_str()), "{code}'s row does not give {status}: {row}");
+        }
+    }
+
     #[test]
     fn codes_are_unique_and_y109_is_m2ps() {
         let mut codes: Vec<_> = ErrorCode::ALL.iter().map(|c| c.describe().0).collect();

@@ -203,9 +203,11 @@ impl EntityProfile {
         Ok(())
     }
 
-    /// What registration needs beyond the field limits: names, an email, a phone and a
-    /// billing address (Pismo's list), and the locale and country VICA requires.
+    /// What registration needs: the field limits (a profile may come from a CSV import,
+    /// which the API's checks never saw), then names, an email, a phone and a billing
+    /// address (Pismo's list), and the locale and country VICA requires.
     pub fn ready_for_registration(&self) -> Result<(), FieldError> {
+        self.validate()?;
         let missing = |field: &str| Err(FieldError { field: field.to_owned(), rule: "is required to register on Click to Pay" });
         if self.first_name.is_none() {
             return missing("firstName");
@@ -349,6 +351,10 @@ mod tests {
         let mut p = full();
         p.country_code = None;
         assert_eq!(p.ready_for_registration().unwrap_err().field, "countryCode");
+        // A profile that came in through an import is held to the same limits.
+        let mut p = full();
+        p.emails = vec!["not-an-email".into()];
+        assert_eq!(p.ready_for_registration().unwrap_err().field, "emails[0]");
     }
 
     #[test]

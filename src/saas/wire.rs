@@ -35,7 +35,7 @@
 //!     "emails": ["jane@example.com"], "phones": ["+14155550100"],
 //!     "locale": "en_US", "countryCode": "USA",
 //!     "nationalIdentifiers": [{"type": "PASSPORT", "value": "X1234567"}],
-//!     "consent": {"timeOfConsent": "2026-01-31T10:00:00Z", "version": "1.0", "presenter": "ISSUER"}
+//!     "consent": {"timeOfConsent": "2026-01-31T10:00:00.000Z", "version": "1.0", "presenter": "ISSUER"}
 //!   },
 //!   "paymentInstruments": [{
 //!     "type": "CARD", "externalInstrumentID": "12346535", "accountNumber": "4111111111111111",
