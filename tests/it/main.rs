@@ -1,0 +1,35 @@
+//! The integration suite, one test binary (one link of the crate), one module per concern.
+//!
+//! Real parts throughout: SQLite files and PostgreSQL schemas, HTTP over loopback, real
+//! keys and cryptography, RabbitMQ; only Visa and the Click to Pay SaaS layer are
+//! simulated. Shared harness in [`support`].
+//!
+//! | module | what it covers |
+//! | --- | --- |
+//! | [`connections`] | connections that hold a listener slot for nothing; the connection bound |
+//! | [`deploy_artifacts`] | `deploy/` stays true to the code (metric names, probes, configuration) |
+//! | [`enrollment_loop`] | internal API → SaaS → callback → statuses → outbox, with the SaaS failing on purpose |
+//! | [`envelope_props`] | property tests of the Visa envelope decoder |
+//! | [`group_commit`] | batched notification writes: each gets its own outcome |
+//! | [`idempotency`] | `Idempotency-Key`: replays, and one run under 16 concurrent requests |
+//! | [`outbox`] | the relay against SQLite and PostgreSQL with a stand-in broker |
+//! | [`pan_leak`] | black-box audit of everything the real binary wrote, for card numbers |
+//! | [`rabbitmq`] | the relay against a real RabbitMQ |
+//! | [`saas_client`] | our SaaS client against the simulator |
+//! | [`store`] | the store on both databases, and the CSV import |
+//! | [`visa_notification`] | Visa's notification end to end: every status, both key modes, rotation |
+
+mod support;
+
+mod connections;
+mod deploy_artifacts;
+mod enrollment_loop;
+mod envelope_props;
+mod group_commit;
+mod idempotency;
+mod outbox;
+mod pan_leak;
+mod rabbitmq;
+mod saas_client;
+mod store;
+mod visa_notification;
