@@ -241,3 +241,23 @@ async fn a_customers_kits_are_read_through_the_entity_index() {
     assert!(steps.iter().any(|s| s.contains("idx_kit_entity (tenant=? AND entity_id=?)")), "{steps:?}");
     assert!(!steps.iter().any(|s| s.contains("TEMP B-TREE")), "sorted separately: {steps:?}");
 }
+
+db_test!(rows_of_one_file_take_effect_in_the_files_order, |db: TestDb| async move {
+    // Rows are stored many at a time; still, the first row with a card takes it and the
+    // last row of a kit is the one that stands, as if stored one by one.
+    let store = db.store().await;
+    let mut csv = String::from("kit_no,entity_id,pan,expiry\n");
+    for i in 0..40 {
+        csv.push_str(&format!("K{i},E{i},4111111111111111,2030-01\n"));
+        csv.push_str(&format!("KX,EX,4012888888881881,2030-{:02}\n", i % 12 + 1));
+    }
+    let report = import_kits(csv.as_bytes(), Some(&tenant("DEMO")), &registry(&store), |_| {}).await.unwrap();
+    assert_eq!((report.inserted, report.updated), (2, 39), "{report:?}");
+    let refused: Vec<u64> = report.rejected.iter().map(|e| e.line).collect();
+    assert_eq!(refused, (1..40).map(|i| 2 + 2 * i).collect::<Vec<u64>>(), "the first row with the card keeps it");
+    let kit = store.entity("DEMO", "E0").await.unwrap().unwrap();
+    assert_eq!(kit.kits[0].kit_no, "K0");
+    let last = store.entity("DEMO", "EX").await.unwrap().unwrap();
+    assert_eq!(last.kits[0].expiry.as_deref(), Some("2030-04"), "the last row of KX stands (row 40: month 4)");
+    store.close().await;
+});
