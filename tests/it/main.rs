@@ -12,6 +12,7 @@
 //! | [`envelope_props`] | property tests of the Visa envelope decoder |
 //! | [`group_commit`] | batched notification writes: each gets its own outcome |
 //! | [`idempotency`] | `Idempotency-Key`: replays, and one run under 16 concurrent requests |
+//! | [`known_answers`] | fingerprints, sealing and keyed digests against values computed independently |
 //! | [`outbox`] | the relay against SQLite and PostgreSQL with a stand-in broker |
 //! | [`pan_leak`] | black-box audit of everything the real binary wrote, for card numbers |
 //! | [`rabbitmq`] | the relay against a real RabbitMQ |
@@ -27,6 +28,7 @@ mod enrollment_loop;
 mod envelope_props;
 mod group_commit;
 mod idempotency;
+mod known_answers;
 mod outbox;
 mod pan_leak;
 mod rabbitmq;
