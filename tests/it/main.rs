@@ -16,6 +16,7 @@
 //! | [`outbox`] | the relay against SQLite and PostgreSQL with a stand-in broker |
 //! | [`pan_leak`] | black-box audit of everything the real binary wrote, for card numbers |
 //! | [`rabbitmq`] | the relay against a real RabbitMQ |
+//! | [`saas_callback`] | forged, unsigned, stale and malformed callbacks; card numbers in a callback |
 //! | [`saas_client`] | our SaaS client against the simulator |
 //! | [`store`] | the store on both databases, and the CSV import |
 //! | [`visa_notification`] | Visa's notification end to end: every status, both key modes, rotation |
@@ -32,6 +33,7 @@ mod known_answers;
 mod outbox;
 mod pan_leak;
 mod rabbitmq;
+mod saas_callback;
 mod saas_client;
 mod store;
 mod visa_notification;
