@@ -6,6 +6,7 @@
 //!
 //! | module | what it covers |
 //! | --- | --- |
+//! | [`api_auth`] | internal API tokens: RS256/ES256 from a JWKS file and a keys directory, issuer, audience, expiry |
 //! | [`connections`] | connections that hold a listener slot for nothing; the connection bound |
 //! | [`deploy_artifacts`] | `deploy/` stays true to the code (metric names, probes, configuration) |
 //! | [`enrollment_loop`] | internal API → SaaS → callback → statuses → outbox, with the SaaS failing on purpose |
@@ -23,6 +24,7 @@
 
 mod support;
 
+mod api_auth;
 mod connections;
 mod deploy_artifacts;
 mod enrollment_loop;
