@@ -20,6 +20,7 @@
 //! | [`saas_callback`] | forged, unsigned, stale and malformed callbacks; card numbers in a callback |
 //! | [`saas_client`] | our SaaS client against the simulator |
 //! | [`store`] | the store on both databases, and the CSV import |
+//! | [`tenants`] | tenants own BIN ranges: the gate, the registry, Visa routing |
 //! | [`visa_notification`] | Visa's notification end to end: every status, both key modes, rotation |
 
 mod support;
@@ -38,4 +39,5 @@ mod rabbitmq;
 mod saas_callback;
 mod saas_client;
 mod store;
+mod tenants;
 mod visa_notification;
