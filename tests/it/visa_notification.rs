@@ -15,6 +15,7 @@ use crate::support::binary::{Setup, arg, fixture};
 use crate::support::cards::{CARD_1, CARD_2, CARD_3, CARD_4, STRANGER, TR, encrypted_data, payload};
 use crate::support::dump::Dump;
 use crate::support::http::request;
+use crate::support::proxy::Proxy;
 use crate::support::{Blocker, TestDb, TestServer, repo, until};
 
 fn now() -> SystemTime {
@@ -560,67 +561,10 @@ async fn admin_listener_reports_health_and_readiness_and_nothing_else_is_public(
     server.stop().await;
 }
 
-/// A TCP proxy in front of PostgreSQL that the test can cut and restore.
-struct Proxy {
-    addr: std::net::SocketAddr,
-    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    cut: tokio::sync::watch::Sender<u64>,
-}
-
-impl Proxy {
-    async fn start(target: String) -> Self {
-        use std::sync::atomic::Ordering;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let (cut, _) = tokio::sync::watch::channel(0u64);
-        let (up2, cut2) = (up.clone(), cut.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !up2.load(Ordering::SeqCst) {
-                    continue; // dropped: connection refused in effect
-                }
-                let mut cut_rx = cut2.subscribe();
-                let target = target.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else { return };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut_rx.changed() => {}
-                    }
-                });
-            }
-        });
-        Self { addr, up, cut }
-    }
-
-    fn cut(&self) {
-        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
-        self.cut.send_modify(|g| *g += 1);
-    }
-
-    fn restore(&self) {
-        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_unreachable_is_500_then_recovers_without_restart() {
-    use sqlx::postgres::PgConnectOptions;
-    use std::str::FromStr;
     let Some(db) = TestDb::postgres().await else { return };
-    let options = PgConnectOptions::from_str(&db.url).unwrap();
-    let proxy = Proxy::start(format!("{}:{}", options.get_host(), options.get_port())).await;
-    let schema = db.url.rsplit_once("options[search_path]=").unwrap().1.to_owned();
-    let via_proxy = TestDb::at(
-        format!(
-            "postgres://{}@{}/{}?options[search_path]={schema}",
-            options.get_username(),
-            proxy.addr,
-            options.get_database().unwrap_or("postgres")
-        ),
-        "postgres",
-    );
+    let (proxy, via_proxy) = Proxy::before(&db).await;
     let server = started(&via_proxy).await;
     let rsa = NotificationBuilder::rsa_from_dir(server.keys.path()).unwrap();
     assert_eq!(server.notify(TR, rsa.body(&payload(CARD_1), now()).unwrap()).await, StatusCode::OK);

@@ -13,6 +13,7 @@ pub mod db;
 pub mod dump;
 pub mod http;
 pub mod outbox;
+pub mod proxy;
 pub mod server;
 pub mod wait;
 
