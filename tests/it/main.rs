@@ -17,6 +17,7 @@
 //! | [`outbox`] | the relay against SQLite and PostgreSQL with a stand-in broker |
 //! | [`pan_leak`] | black-box audit of everything the real binary wrote, for card numbers |
 //! | [`rabbitmq`] | the relay against a real RabbitMQ |
+//! | [`refusals`] | error codes Y113, Y131, Y500, and that a refused request writes nothing |
 //! | [`saas_callback`] | forged, unsigned, stale and malformed callbacks; card numbers in a callback |
 //! | [`saas_client`] | our SaaS client against the simulator |
 //! | [`store`] | the store on both databases, and the CSV import |
@@ -36,6 +37,7 @@ mod known_answers;
 mod outbox;
 mod pan_leak;
 mod rabbitmq;
+mod refusals;
 mod saas_callback;
 mod saas_client;
 mod store;
