@@ -9,6 +9,7 @@
 //! | [`api_auth`] | internal API tokens: RS256/ES256 from a JWKS file and a keys directory, issuer, audience, expiry |
 //! | [`connections`] | connections that hold a listener slot for nothing; the connection bound |
 //! | [`deploy_artifacts`] | `deploy/` stays true to the code (metric names, probes, configuration) |
+//! | [`digests`] | no unkeyed digest of a request body anywhere in the database |
 //! | [`enrollment_loop`] | internal API → SaaS → callback → statuses → outbox, with the SaaS failing on purpose |
 //! | [`envelope_props`] | property tests of the Visa envelope decoder |
 //! | [`group_commit`] | batched notification writes: each gets its own outcome |
@@ -29,6 +30,7 @@ mod support;
 mod api_auth;
 mod connections;
 mod deploy_artifacts;
+mod digests;
 mod enrollment_loop;
 mod envelope_props;
 mod group_commit;
