@@ -21,6 +21,7 @@
 //! | [`refusals`] | error codes Y113, Y131, Y500, and that a refused request writes nothing |
 //! | [`saas_callback`] | forged, unsigned, stale and malformed callbacks; card numbers in a callback |
 //! | [`saas_client`] | our SaaS client against the simulator |
+//! | [`signals`] | the real binary: SIGTERM with a request in flight, SIGHUP key reload |
 //! | [`store`] | the store on both databases, and the CSV import |
 //! | [`tenants`] | tenants own BIN ranges: the gate, the registry, Visa routing |
 //! | [`visa_notification`] | Visa's notification end to end: every status, both key modes, rotation |
@@ -42,6 +43,7 @@ mod rabbitmq;
 mod refusals;
 mod saas_callback;
 mod saas_client;
+mod signals;
 mod store;
 mod tenants;
 mod visa_notification;
