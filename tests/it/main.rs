@@ -15,6 +15,7 @@
 //! | [`group_commit`] | batched notification writes: each gets its own outcome |
 //! | [`idempotency`] | `Idempotency-Key`: replays, and one run under 16 concurrent requests |
 //! | [`known_answers`] | fingerprints, sealing and keyed digests against values computed independently |
+//! | [`metrics`] | the real binary's own metrics, exact values |
 //! | [`outbox`] | the relay against SQLite and PostgreSQL with a stand-in broker |
 //! | [`pan_leak`] | black-box audit of everything the real binary wrote, for card numbers |
 //! | [`rabbitmq`] | the relay against a real RabbitMQ |
@@ -37,6 +38,7 @@ mod envelope_props;
 mod group_commit;
 mod idempotency;
 mod known_answers;
+mod metrics;
 mod outbox;
 mod pan_leak;
 mod rabbitmq;
