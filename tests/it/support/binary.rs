@@ -224,29 +224,19 @@ impl Running {
 
     /// Waits for the process to end (it must, within `within`) and collects its output.
     pub async fn exit(mut self, within: Duration) -> Exited {
-        let mut child = self.child.lock().unwrap().take().expect("running");
-        let status = tokio::task::spawn_blocking(move || {
-            let deadline = std::time::Instant::now() + within;
-            loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    return Ok(status);
-                }
-                if std::time::Instant::now() >= deadline {
-                    child.kill().ok();
-                    child.wait().ok();
-                    return Err(());
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-        .await
-        .unwrap();
+        let child = Mutex::new(self.child.lock().unwrap().take().expect("running"));
+        let status = eventually(within, || async { child.lock().unwrap().try_wait().unwrap() }).await;
+        let mut child = child.into_inner().unwrap();
+        if status.is_none() {
+            child.kill().ok();
+        }
+        child.wait().ok();
         for reader in self.readers.drain(..) {
             reader.join().unwrap();
         }
         let stderr = self.stderr.lock().unwrap().join("\n");
         let stdout = String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned();
-        let status = status.unwrap_or_else(|()| panic!("the binary did not exit within {within:?}:\n{stderr}"));
+        let status = status.unwrap_or_else(|| panic!("the binary did not exit within {within:?}:\n{stderr}"));
         Exited { status, stdout, stderr }
     }
 
