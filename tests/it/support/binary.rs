@@ -219,7 +219,11 @@ impl Running {
             (now == value).then_some(())
         })
         .await;
-        assert!(reached.is_some(), "{series} did not reach {value}; last seen {:?}", last.lock().unwrap());
+        if reached.is_none() {
+            let name = series.split('{').next().unwrap_or(series);
+            let family: Vec<String> = self.metrics().await.text.lines().filter(|l| l.contains(name)).map(String::from).collect();
+            panic!("{series} did not reach {value}; last seen {:?}; the family now:\n{}", last.lock().unwrap(), family.join("\n"));
+        }
     }
 
     /// Waits for the process to end (it must, within `within`) and collects its output.
