@@ -9,21 +9,15 @@ use std::time::{Duration, SystemTime};
 
 use ctp_issuer::sim::visa::NotificationBuilder;
 use http::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::api::profile;
+use crate::support::api::{Api, profile};
 use crate::support::binary::{Running, Setup, arg, fixture};
 use crate::support::cards::{CARD_1, CARD_2, TR, payload};
 use crate::support::http::request;
 use crate::support::until;
-
-/// An internal API call to the binary, for tenant DEMO.
-async fn api(server: &Running, auth: &str, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
-    let reply = request(server.internal, method, path, &[("authorization", auth), ("tenant", "DEMO")], body.to_string()).await;
-    (reply.status, reply.json())
-}
 
 /// The embedded SaaS simulator's address, from the binary's log.
 fn saas(server: &Running) -> SocketAddr {
@@ -90,19 +84,18 @@ async fn the_enrollment_loop_counts_its_operations_and_the_callbacks_it_refused(
     let mut setup = Setup::new();
     // Callbacks decide; the reconciler does not look for a minute.
     setup.set("CTP_SAAS_CALLBACK_DELAY", "50ms").set("CTP_RECONCILE_AFTER", "60s");
-    let auth = format!("Bearer {}", setup.token("DEMO"));
+    let token = setup.token("DEMO");
     let server = setup.serve().await;
+    let api = Api::with_token(server.internal, token, "DEMO");
     let sim = saas(&server);
     let faults = json!({"duplicateCallbacks": 2}).to_string();
     assert_eq!(request(sim, Method::POST, "/_sim/faults", &[], faults).await.status, StatusCode::OK);
 
-    let (status, body) = api(&server, &auth, Method::PUT, "/registry/v1/entities/E1", profile("alex@example.com")).await;
+    let (status, body) = api.call(Method::PUT, "/registry/v1/entities/E1", profile("alex@example.com")).await;
     assert!(status.is_success(), "{body}");
-    let (status, body) =
-        api(&server, &auth, Method::PUT, "/registry/v1/entities/E1/kits/K1", json!({"pan": CARD_1, "expiry": "2030-01"})).await;
+    let (status, body) = api.call(Method::PUT, "/registry/v1/entities/E1/kits/K1", json!({"pan": CARD_1, "expiry": "2030-01"})).await;
     assert!(status.is_success(), "{body}");
-    let (status, body) =
-        api(&server, &auth, Method::POST, "/click-to-pay/v1/registerEntityAndKit", json!({"entityId": "E1", "kitNo": "K1"})).await;
+    let (status, body) = api.call(Method::POST, "/click-to-pay/v1/registerEntityAndKit", json!({"entityId": "E1", "kitNo": "K1"})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // The callback and its two copies all arrive; the copies are refused as duplicates.
     until("the three copies of the callback delivered", Duration::from_secs(30), || async {
@@ -130,15 +123,15 @@ async fn the_enrollment_loop_counts_its_operations_and_the_callbacks_it_refused(
 async fn the_reconciler_counts_its_polls() {
     let mut setup = Setup::new();
     setup.set("CTP_SAAS_CALLBACK_DELAY", "50ms").set("CTP_RECONCILE_AFTER", "200ms").set("CTP_ENROLLMENT_RECONCILE_INTERVAL", "100ms");
-    let auth = format!("Bearer {}", setup.token("DEMO"));
+    let token = setup.token("DEMO");
     let server = setup.serve().await;
+    let api = Api::with_token(server.internal, token, "DEMO");
     let sim = saas(&server);
     let faults = json!({"dropCallbacks": true}).to_string();
     assert_eq!(request(sim, Method::POST, "/_sim/faults", &[], faults).await.status, StatusCode::OK);
-    api(&server, &auth, Method::PUT, "/registry/v1/entities/E1", profile("alex@example.com")).await;
-    api(&server, &auth, Method::PUT, "/registry/v1/entities/E1/kits/K1", json!({"pan": CARD_1, "expiry": "2030-01"})).await;
-    let (status, body) =
-        api(&server, &auth, Method::POST, "/click-to-pay/v1/registerEntityAndKit", json!({"entityId": "E1", "kitNo": "K1"})).await;
+    api.call(Method::PUT, "/registry/v1/entities/E1", profile("alex@example.com")).await;
+    api.call(Method::PUT, "/registry/v1/entities/E1/kits/K1", json!({"pan": CARD_1, "expiry": "2030-01"})).await;
+    let (status, body) = api.call(Method::POST, "/click-to-pay/v1/registerEntityAndKit", json!({"entityId": "E1", "kitNo": "K1"})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let finished = "ctp_operations_finished_total{event=\"CTP_REGISTER_ENTITY_AND_KIT\",status=\"SUCCESS\"}";
     server.metric_reaches(finished, 1.0).await;

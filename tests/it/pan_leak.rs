@@ -10,7 +10,8 @@ use ctp_issuer::sim::visa::{NotificationBuilder, enrollment_payload, notificatio
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::binary::{Running, Setup, arg};
+use crate::support::api::Api;
+use crate::support::binary::{Setup, arg};
 use crate::support::cards::TR;
 use crate::support::http::request;
 use crate::support::until;
@@ -42,13 +43,6 @@ fn scan_dir(dir: &Path, found: &mut Vec<String>, files: &mut usize) {
     }
 }
 
-/// An internal API call to the running binary; the answer's status and text.
-async fn api(server: &Running, auth: &str, method: Method, path: &str, body: Value) -> (StatusCode, String) {
-    let headers = [("authorization", auth), ("tenant", "DEMO")];
-    let reply = request(server.internal, method, path, &headers, if body.is_null() { String::new() } else { body.to_string() }).await;
-    (reply.status, reply.text())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_card_number_in_any_log_line_or_database_byte() {
     let mut setup = Setup::new();
@@ -74,9 +68,17 @@ async fn no_card_number_in_any_log_line_or_database_byte() {
     scan("kits import stdout", &import.stdout, &mut found);
     scan("kits import stderr", &import.stderr, &mut found);
 
-    let auth = format!("Bearer {}", setup.token("DEMO"));
+    let token = setup.token("DEMO");
     setup.set("CTP_LOG_FORMAT", "json");
     let server = setup.serve().await;
+    let api = Api::with_token(server.internal, token, "DEMO");
+    let call = |method: Method, path: &'static str, body: Value| {
+        let api = api.clone();
+        async move {
+            let reply = api.send(method, path, "DEMO", &[], &body).await;
+            (reply.status, reply.text())
+        }
+    };
 
     let keys = setup.keys();
     let rsa = NotificationBuilder::rsa_from_dir(&keys).unwrap();
@@ -107,24 +109,22 @@ async fn no_card_number_in_any_log_line_or_database_byte() {
     // ours too) and comes back as statuses.
     let profile = json!({"firstName": "Jane", "lastName": "Doe", "emails": ["jane@example.com"], "phones": ["+14155550100"],
         "locale": "en_US", "countryCode": "USA", "billingAddress": {"addressLine1": "1 Main Street", "city": "Springfield", "postalCode": "12345", "country": "USA"}});
-    let (status, _) = api(&server, &auth, Method::PUT, "/registry/v1/entities/E1", profile).await;
+    let (status, _) = call(Method::PUT, "/registry/v1/entities/E1", profile).await;
     assert!(status.is_success());
-    let (status, body) = api(&server, &auth, Method::PUT, "/registry/v1/entities/E1/kits/K9", json!({"pan": REGISTERED[2]})).await;
+    let (status, body) = call(Method::PUT, "/registry/v1/entities/E1/kits/K9", json!({"pan": REGISTERED[2]})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "the card is K3's: {body}");
     scan("the refusal of a card another kit holds", body.as_bytes(), &mut found);
-    let (status, body) =
-        api(&server, &auth, Method::PUT, "/registry/v1/entities/E1/kits/K1", json!({"pan": REGISTERED[0], "expiry": "2030-01"})).await;
+    let (status, body) = call(Method::PUT, "/registry/v1/entities/E1/kits/K1", json!({"pan": REGISTERED[0], "expiry": "2030-01"})).await;
     assert!(status.is_success(), "{body}");
-    let (status, body) =
-        api(&server, &auth, Method::POST, "/click-to-pay/v1/registerEntityAndKit", json!({"entityId": "E1", "kitNo": "K1"})).await;
+    let (status, body) = call(Method::POST, "/click-to-pay/v1/registerEntityAndKit", json!({"entityId": "E1", "kitNo": "K1"})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     until("E1 and K1 ACTIVE", Duration::from_secs(20), || async {
-        let (_, body) = api(&server, &auth, Method::GET, "/registry/v1/entities/E1", Value::Null).await;
+        let (_, body) = call(Method::GET, "/registry/v1/entities/E1", Value::Null).await;
         let entity: Value = serde_json::from_str(&body).unwrap();
         (entity["result"]["ctpStatus"] == "ACTIVE" && entity["result"]["kits"][0]["ctpStatus"] == "ACTIVE").then_some(())
     })
     .await;
-    let (_, body) = api(&server, &auth, Method::POST, "/click-to-pay/v1/fetchEntityDetails", json!({"entityId": "E1"})).await;
+    let (_, body) = call(Method::POST, "/click-to-pay/v1/fetchEntityDetails", json!({"entityId": "E1"})).await;
     assert!(body.contains("\"last4\":\"1111\""), "{body}");
     scan("internal API answers", body.as_bytes(), &mut found);
 

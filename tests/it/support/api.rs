@@ -30,6 +30,12 @@ impl Api {
         Self { addr, token, tenant: tenants[0].to_owned() }
     }
 
+    /// A client with a token made elsewhere (the binary's `token` command, say), calling
+    /// for `tenant`.
+    pub fn with_token(addr: SocketAddr, token: String, tenant: &str) -> Self {
+        Self { addr, token, tenant: tenant.to_owned() }
+    }
+
     /// The same client, calling for `tenant`.
     pub fn for_tenant(&self, tenant: &str) -> Self {
         Self { tenant: tenant.to_owned(), ..self.clone() }
