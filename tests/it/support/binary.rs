@@ -31,8 +31,7 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// SQLite at `<dir>/db/ctp.db`, keys at `<dir>/keys`, every listener on port 0 of a
-    /// loopback address of its own (the three must differ),
+    /// SQLite at `<dir>/db/ctp.db`, keys at `<dir>/keys`, every listener on 127.0.0.1:0,
     /// JSON logs at `ctp_issuer=debug`, the relay polling every 100 ms.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -45,8 +44,8 @@ impl Setup {
             ("CTP_DATABASE_URL", db.as_str()),
             ("CTP_KEYS_DIR", keys.as_str()),
             ("CTP_PUBLIC_ADDR", "127.0.0.1:0"),
-            ("CTP_INTERNAL_ADDR", "127.0.0.2:0"),
-            ("CTP_ADMIN_ADDR", "127.0.0.3:0"),
+            ("CTP_INTERNAL_ADDR", "127.0.0.1:0"),
+            ("CTP_ADMIN_ADDR", "127.0.0.1:0"),
             ("CTP_LOG", "info,ctp_issuer=debug"),
             ("CTP_LOG_FORMAT", "json"),
             ("CTP_OUTBOX_POLL_INTERVAL", "100ms"),
