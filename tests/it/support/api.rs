@@ -36,11 +36,6 @@ impl Api {
         Self { addr, token, tenant: tenant.to_owned() }
     }
 
-    /// The same client, calling for `tenant`.
-    pub fn for_tenant(&self, tenant: &str) -> Self {
-        Self { tenant: tenant.to_owned(), ..self.clone() }
-    }
-
     /// One call with everything chosen: tenant, extra headers, body (`null`: none).
     pub async fn send(&self, method: Method, path: &str, tenant: &str, extra: &[(&str, &str)], body: &Value) -> Reply {
         let auth = format!("Bearer {}", self.token);

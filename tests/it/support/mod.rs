@@ -3,8 +3,8 @@
 //! shows response headers ([`http`]), the internal API's client ([`api`]), cards, kits,
 //! profiles and Visa notifications ([`cards`]), a dump of every table for "nothing was
 //! written" and "this value is nowhere" ([`dump`]), the outbox seen from a second
-//! connection ([`outbox`]), and the one way to wait for something ([`wait`]).
-#![allow(dead_code)]
+//! connection ([`outbox`]), a proxy that cuts PostgreSQL away ([`proxy`]), and the one way
+//! to wait for something ([`wait`]).
 
 pub mod api;
 pub mod binary;

@@ -21,7 +21,6 @@ pub enum Raw {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Row {
     pub id: i64,
-    pub payload: String,
     pub attempts: i64,
     pub next_attempt_at: i64,
     pub last_error: Option<String>,
@@ -30,7 +29,7 @@ pub struct Row {
     pub claimed_by: Option<String>,
 }
 
-const ROWS: &str = "SELECT id, payload, attempts, next_attempt_at, last_error, published_at, dead_at, claimed_by FROM outbox ORDER BY id";
+const ROWS: &str = "SELECT id, attempts, next_attempt_at, last_error, published_at, dead_at, claimed_by FROM outbox ORDER BY id";
 
 impl Raw {
     /// Opens `db`, whose schema must be migrated already (open a `Store` first).
