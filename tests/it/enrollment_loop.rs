@@ -192,8 +192,10 @@ db_test!(saas_failure_rolls_back_and_recovery_works, |db: TestDb| async move {
     api.wait_for("E1", "ACTIVE", Some(("K1", "ACTIVE"))).await;
     api.put_customer("E1", &[("K2", "4012888888881881")]).await;
     server.faults(json!({"failNext": 1, "failWith": "timeoutAfterAccept", "timeoutHoldMs": 1500})).await;
+    let replays = server.saas_stats().await["replays"].as_u64().unwrap();
     let (status, body) = api.op("addKit", json!({"entityId": "E1", "kitNo": "K2"})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(server.saas_stats().await["replays"].as_u64().unwrap() > replays, "the lost answer was asked for again");
     api.wait_for("E1", "ACTIVE", Some(("K2", "ACTIVE"))).await;
     let added = server.events(CtpEvent::AddKit).await;
     assert_eq!(added.len(), 1, "the retried submit was one operation: {added:?}");

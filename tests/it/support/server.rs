@@ -42,7 +42,7 @@ pub fn fast_enrollment(c: &mut Config) {
     c.saas.max_retries = 2;
     c.saas.backoff_base = Duration::from_millis(10);
     c.saas.backoff_max = Duration::from_millis(50);
-    c.saas.request_timeout = Duration::from_secs(2);
+    c.saas.request_timeout = Duration::from_secs(1);
     c.enrollment.reconcile_after = Duration::from_millis(500);
     c.enrollment.reconcile_interval = Duration::from_millis(100);
 }
