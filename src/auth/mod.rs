@@ -157,6 +157,11 @@ impl ApiAuth {
         if payload.expires_at().is_none() {
             return Err(AuthError::Invalid);
         }
+        // josekit's validator checks `aud` only when the token has one: a token without
+        // an audience would pass for any. When one is configured, the token must name it.
+        if self.audience.is_some() && payload.audience().is_none() {
+            return Err(AuthError::Invalid);
+        }
         let mut validator = JwtPayloadValidator::new();
         validator.set_base_time(now);
         if let Some(iss) = &self.issuer {

@@ -613,9 +613,13 @@ fn decide_finish(ctx: &TraceToFinish, result: &NetworkResult, webhook_id: Option
         (_, Some(kit)) => ctx.kits_now.iter().filter(|(k, _)| k == kit).cloned().collect(),
         _ => Vec::new(),
     };
+    // A customer removal names no card, so its trace keeps no card status to restore; the
+    // cards it moved were every ACTIVE one (`decide_start`), and ACTIVE is where they go
+    // back if it fails.
+    let kit_before = if event == CtpEvent::RemoveEntity { CtpStatus::Active } else { ctx.kit_before };
     let mut kits = Vec::with_capacity(moving.len());
     for (kit_no, from) in moving {
-        let to = plan_finish(event, from, ctx.kit_before, ok)?;
+        let to = plan_finish(event, from, kit_before, ok)?;
         let instrument = if ok { result.instruments.iter().find(|(k, _)| *k == kit_no).and_then(|(_, id)| id.clone()) } else { None };
         kits.push(KitMove { kit_no, status: StatusMove { from, to }, payment_instrument_id: instrument });
     }

@@ -35,11 +35,12 @@ impl Default for ListenConfig {
 }
 
 impl ListenConfig {
-    /// Three listeners, three addresses (port 0, "any free port", may repeat for internal
-    /// and admin: tests bind it).
+    /// Three listeners, three addresses (port 0, "any free port", may repeat: each binds a
+    /// port of its own, as tests do).
     pub fn validate(&self) -> Result<(), Problems> {
         let mut problems = Problems::new();
-        let distinct = self.public != self.internal && self.public != self.admin && (self.internal != self.admin || self.admin.port() == 0);
+        let clash = |a: SocketAddr, b: SocketAddr| a == b && a.port() != 0;
+        let distinct = !clash(self.public, self.internal) && !clash(self.public, self.admin) && !clash(self.internal, self.admin);
         problems.require(distinct, "listen.public, listen.internal and listen.admin", "must differ");
         problems.into_result()
     }
@@ -145,6 +146,9 @@ mod tests {
         assert!(listen.validate().is_ok() && listen.all_loopback());
         listen.admin = listen.public;
         assert!(listen.validate().unwrap_err().to_string().contains("must differ"));
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let ephemeral = ListenConfig { public: any, internal: any, admin: any };
+        assert!(ephemeral.validate().is_ok(), "port 0 binds a free port for each");
         listen.admin = "0.0.0.0:9090".parse().unwrap();
         assert!(!listen.all_loopback());
     }

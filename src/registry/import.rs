@@ -10,6 +10,7 @@
 //! Rows are stored [`IN_FLIGHT`] at a time, so that the database can write many in one
 //! transaction (SQLite's writer and PostgreSQL both do); outcomes are counted in row order.
 
+use std::collections::HashMap;
 use std::io::Read;
 
 use futures_util::StreamExt;
@@ -156,6 +157,11 @@ pub async fn import_kits<R: Read>(
     let mut record = csv::StringRecord::new();
     // Rows being stored, answered in the order they were read.
     let mut in_flight = FuturesOrdered::new();
+    // What the rows in flight store: a row with the same card or the same kit as one of
+    // them waits until they are stored, so that the file's order decides which row takes a
+    // card (the first) and which update of a kit stands (the last), as if the rows were
+    // stored one by one; concurrent writes would let a later row win the race.
+    let mut pending: HashMap<String, usize> = HashMap::new();
     let now = crate::store::epoch_millis(std::time::SystemTime::now());
     loop {
         match reader.read_record(&mut record) {
@@ -172,10 +178,21 @@ pub async fn import_kits<R: Read>(
         match card_from_row(&record, &columns, default_tenant).and_then(|card| registry.seal(&card).map_err(|e| e.to_string())) {
             Err(message) => report.rejected.push(RowError { line, message }),
             Ok(kit) => {
-                in_flight.push_back(async move { (line, registry.import_one(&kit, now).await) });
+                let keys = [kit.pan_fingerprint.clone(), format!("{}/{}", kit.tenant, kit.kit_no)];
+                if keys.iter().any(|k| pending.contains_key(k)) {
+                    while let Some((line, done, stored)) = in_flight.next().await {
+                        release(&mut pending, &done);
+                        count(&mut report, line, stored)?;
+                    }
+                }
+                for key in &keys {
+                    *pending.entry(key.clone()).or_default() += 1;
+                }
+                in_flight.push_back(async move { (line, keys, registry.import_one(&kit, now).await) });
                 if in_flight.len() >= IN_FLIGHT
-                    && let Some((line, stored)) = in_flight.next().await
+                    && let Some((line, done, stored)) = in_flight.next().await
                 {
+                    release(&mut pending, &done);
                     count(&mut report, line, stored)?;
                 }
             }
@@ -183,11 +200,23 @@ pub async fn import_kits<R: Read>(
         progress(reader.position().byte());
         record.clear();
     }
-    while let Some((line, stored)) = in_flight.next().await {
+    while let Some((line, _, stored)) = in_flight.next().await {
         count(&mut report, line, stored)?;
     }
     report.rejected.sort_by_key(|r| r.line);
     Ok(report)
+}
+
+/// Forgets the keys of a row that has been stored.
+fn release(pending: &mut HashMap<String, usize>, keys: &[String; 2]) {
+    for key in keys {
+        if let Some(n) = pending.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                pending.remove(key);
+            }
+        }
+    }
 }
 
 fn count(report: &mut ImportReport, line: u64, stored: Result<Stored, PutError>) -> Result<(), ImportError> {

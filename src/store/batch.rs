@@ -227,7 +227,7 @@ async fn lookup<W: BatchWriter>(store: &W, hashes: &[String]) -> Vec<Result<bool
 #[cfg(test)]
 mod tests {
     //! The batching rules against a scripted writer; the SQL of both dialects is exercised
-    //! by `tests/group_commit.rs`.
+    //! by `tests/it/group_commit.rs`.
     use super::*;
     use std::sync::Mutex as StdMutex;
     use std::time::{Duration, SystemTime};

@@ -3,19 +3,19 @@
 //! have had alone — recorded, duplicate, unknown card, or its own database error.
 //! Asked of SQLite and PostgreSQL alike.
 
-mod common;
-
 use std::time::{Duration, SystemTime};
 
-use common::TestDb;
-use ctp_issuer::pan::{Pan, PanKeys};
-use ctp_issuer::registry::sealing_context;
+use ctp_issuer::pan::PanKeys;
 use ctp_issuer::sim::fixtures::{FreshKeys, Mode, TOKEN_REQUESTOR_ID, TestCard, build_bodies, fresh_cards};
-use ctp_issuer::store::attempts::{Announcement, AttemptWrite, Recorded};
-use ctp_issuer::store::{AttemptOutcome, KitRecord, Store};
+use ctp_issuer::store::attempts::AttemptWrite;
+use ctp_issuer::store::{AttemptOutcome, Store};
 use ctp_issuer::visa::{RawNotification, ReplayPolicy, VerifiedNotification, VisaKeyRing};
 use futures_util::future::join_all;
 use sqlx::Connection;
+
+use crate::db_test;
+use crate::support::cards::{attempt_write, kit_record, pan_keys};
+use crate::support::{Blocker, TestDb, until};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -24,32 +24,18 @@ struct Setup {
     keys_dir: std::path::PathBuf,
 }
 
+/// Fresh keys (a new Visa pair, shared secret and card-number keys) in a directory of
+/// their own.
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let keys_dir = dir.path().join("keys");
     FreshKeys::write(&keys_dir).unwrap();
-    Setup {
-        pan_keys: PanKeys::load(&keys_dir, "v1", "v1").unwrap(),
-        ring: VisaKeyRing::load(&keys_dir, &["HS256".into()]).unwrap(),
-        keys_dir,
-        _dir: dir,
-    }
+    Setup { pan_keys: pan_keys(&keys_dir), ring: VisaKeyRing::load(&keys_dir, &["HS256".into()]).unwrap(), keys_dir, _dir: dir }
 }
 
 impl Setup {
     async fn kit(&self, store: &Store, kit_no: &str, digits: &str) {
-        let pan = Pan::parse(digits).unwrap();
-        let record = KitRecord {
-            tenant: "T".into(),
-            entity_id: format!("E-{kit_no}"),
-            kit_no: kit_no.into(),
-            pan_fingerprint: self.pan_keys.fingerprint(&pan),
-            pan_sealed: self.pan_keys.seal(&pan, &sealing_context("T", kit_no)),
-            pan_last4: pan.last4().into(),
-            expiry: None,
-            name_on_card: None,
-            contact: Default::default(),
-        };
+        let record = kit_record(&self.pan_keys, "T", kit_no, digits);
         store.upsert_kit(&record, false, ctp_issuer::store::epoch_millis(SystemTime::now())).await.unwrap();
     }
 
@@ -74,24 +60,46 @@ impl Setup {
     }
 }
 
-/// The write of `n`, looked up under `fingerprints`, announced with a marker event.
+/// The write of `n`, looked up under `fingerprints`.
 fn write(n: &VerifiedNotification, fingerprints: &[String]) -> AttemptWrite {
-    fn announce(recorded: &Recorded<'_>, _: &VerifiedNotification) -> Announcement {
-        Announcement { event_type: "CTP_ENROLLMENT_ATTEMPT", payload: format!("{{\"attemptId\":\"{}\"}}", recorded.attempt_id) }
-    }
-    AttemptWrite { notification: n.clone(), fingerprints: fingerprints.to_vec(), tenant: None, announce }
+    attempt_write(n, fingerprints.to_vec())
 }
 
-/// Holds the database's write path for a moment, so that the notifications sent meanwhile
-/// queue up and are written together once it is released.
+/// Holds the database's write path until the notifications sent meanwhile have queued up,
+/// so that they are written together once it is released. On PostgreSQL that moment is
+/// observable (a write waits for the table lock; those behind it queue in the group
+/// commit); on SQLite the writer waits inside SQLite's busy handler, where nothing shows,
+/// so the hold is a fixed 300 ms there. Either way the outcomes asserted hold however the
+/// writes happen to be grouped.
 async fn with_writes_held<F: std::future::Future>(db: &TestDb, work: F) -> F::Output {
-    let mut blocker = common::Blocker::hold(db).await;
+    let mut blocker = Blocker::hold(db).await;
     let release = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        write_waits_for_lock(db).await;
         blocker.release().await;
     };
     let (out, ()) = tokio::join!(work, release);
     out
+}
+
+/// Returns once a write to `enrollment_attempt` waits behind the [`Blocker`]'s lock
+/// (PostgreSQL), or after 300 ms (SQLite, where that cannot be seen).
+async fn write_waits_for_lock(db: &TestDb) {
+    let Some(schema) = db.schema() else {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        return;
+    };
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let table = format!("{schema}.enrollment_attempt");
+    until("a write waiting for the enrollment_attempt lock", Duration::from_secs(20), || async {
+        let (waiting,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = $1::regclass")
+            .bind(&table)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (waiting > 0).then_some(())
+    })
+    .await;
+    pool.close().await;
 }
 
 db_test!(concurrent_notifications_each_get_their_own_outcome, |db: TestDb| async move {
@@ -239,15 +247,15 @@ db_test!(a_duplicate_check_does_not_wait_behind_a_blocked_write, |db: TestDb| as
     let fps = s.fingerprints(&ns[0]);
     assert!(matches!(store.record_attempt(write(&ns[0], &fps)).await.unwrap(), AttemptOutcome::Recorded { .. }));
 
-    let mut blocker = common::Blocker::hold(&db).await;
+    let mut blocker = Blocker::hold(&db).await;
     let write = tokio::spawn({
         let (store, n, fps) = (store.clone(), ns[1].clone(), fps.clone());
         async move { store.record_attempt(write(&n, &fps)).await }
     });
-    // Give the write time to reach the lock, then ask: the answer must come while the
-    // write is still waiting (the lock stays held until after the check, and the write's
-    // 5 s busy timeout outlasts the check's 2 s).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once the write waits for the lock, ask: the answer must come while the write is
+    // still waiting (the lock stays held until after the check, and the write's 5 s busy
+    // timeout outlasts the check's 2 s).
+    write_waits_for_lock(&db).await;
     let seen = tokio::time::timeout(Duration::from_secs(2), store.attempt_seen(ns[0].envelope_hash())).await;
     assert!(!write.is_finished(), "the write went through although the lock was held");
     assert!(seen.expect("the duplicate check waited behind the blocked write").unwrap());

@@ -21,9 +21,7 @@ use std::path::{Path, PathBuf};
 use ctp_issuer::config::{Config, PublisherKind};
 use secrecy::ExposeSecret;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::support::repo;
 
 fn read(rel: &str) -> String {
     let path = repo().join(rel);

@@ -2,128 +2,28 @@
 //! in-process) → signed callback → statuses → outbox, on SQLite and PostgreSQL; with the
 //! simulator told to fail, time out, drop, duplicate and reorder.
 
-mod common;
+use std::time::Duration;
 
-use std::time::{Duration, Instant};
-
-use common::{TestDb, TestServer};
-use ctp_issuer::auth::{dev_secret_path, mint_token};
 use ctp_issuer::ctp::CtpEvent;
-use ctp_issuer::sim::client::send_with;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::db_test;
+use crate::support::api::profile;
+use crate::support::http::request;
+use crate::support::server::fast_enrollment;
+use crate::support::{TestDb, TestServer, until};
+
 const TENANT: &str = "DEMOBANK";
-
-struct Api<'a> {
-    server: &'a TestServer,
-    token: String,
-}
-
-impl<'a> Api<'a> {
-    fn new(server: &'a TestServer, tenants: &[&str]) -> Self {
-        let tenants: Vec<String> = tenants.iter().map(|t| t.to_string()).collect();
-        let token = mint_token(&dev_secret_path(server.keys.path()), &tenants, "test", Duration::from_secs(600)).unwrap();
-        Self { server, token }
-    }
-
-    async fn call_with(&self, method: Method, path: &str, tenant: &str, extra: &[(&str, &str)], body: Value) -> (StatusCode, Value) {
-        let auth = format!("Bearer {}", self.token);
-        let mut headers = vec![("authorization", auth.as_str()), ("tenant", tenant)];
-        headers.extend_from_slice(extra);
-        let body = if body.is_null() { String::new() } else { body.to_string() };
-        let (status, bytes) = send_with(&self.server.internal.to_string(), None, method, path, &headers, body).await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call_with(method, path, TENANT, &[], body).await
-    }
-
-    async fn op(&self, name: &str, body: Value) -> (StatusCode, Value) {
-        self.call(Method::POST, &format!("/click-to-pay/v1/{name}"), body).await
-    }
-
-    async fn entity(&self, id: &str) -> Value {
-        let (status, body) = self.call(Method::GET, &format!("/registry/v1/entities/{id}"), Value::Null).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body["result"].clone()
-    }
-
-    /// Polls until the entity (and optionally a kit) reach the given statuses.
-    async fn wait_for(&self, id: &str, entity_status: &str, kit: Option<(&str, &str)>) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let e = self.entity(id).await;
-            let kit_ok = kit.is_none_or(|(k, s)| e["kits"].as_array().unwrap().iter().any(|x| x["kitNo"] == k && x["ctpStatus"] == s));
-            if e["ctpStatus"] == entity_status && kit_ok {
-                return e;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {entity_status} {kit:?}; have {e}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn put_customer(&self, id: &str, kits: &[(&str, &str)]) {
-        let (status, body) = self.call(Method::PUT, &format!("/registry/v1/entities/{id}"), profile("alex@example.com")).await;
-        assert!(status.is_success(), "{body}");
-        for (kit, pan) in kits {
-            let (status, body) = self
-                .call(
-                    Method::PUT,
-                    &format!("/registry/v1/entities/{id}/kits/{kit}"),
-                    json!({"pan": pan, "expiry": "2030-01", "nameOnCard": "ALEX MILLER"}),
-                )
-                .await;
-            assert!(status.is_success(), "{body}");
-            assert!(!body.to_string().contains(pan), "a card number came back");
-        }
-    }
-}
-
-fn profile(email: &str) -> Value {
-    json!({
-        "firstName": "Alex", "lastName": "Miller",
-        "emails": [email], "phones": ["+14155550100"],
-        "locale": "en_US", "countryCode": "USA",
-        "consent": {"timeOfConsent": "2024-05-05T12:12:12.000Z", "version": "1.0", "presenter": "Demo Bank"},
-        "billingAddress": {"addressLine1": "1000 Market Street", "city": "San Francisco", "state": "CA", "postalCode": "94105", "country": "USA"}
-    })
-}
 
 /// A server whose SaaS answers fast and whose reconciler looks often.
 async fn start(db: &TestDb) -> TestServer {
-    TestServer::start(db, |c| {
-        c.saas.callback_delay = Duration::from_millis(50);
-        c.saas.max_retries = 2;
-        c.saas.backoff_base = Duration::from_millis(10);
-        c.saas.backoff_max = Duration::from_millis(50);
-        c.saas.request_timeout = Duration::from_secs(1);
-        c.enrollment.reconcile_after = Duration::from_millis(500);
-        c.enrollment.reconcile_interval = Duration::from_millis(100);
-    })
-    .await
-}
-
-/// Tells the embedded simulator what to get wrong.
-async fn faults(server: &TestServer, faults: Value) {
-    let authority = server.app.services().enrollment.saas().base_url().trim_start_matches("http://").to_owned();
-    let (status, body) = send_with(&authority, None, Method::POST, "/_sim/faults", &[], faults.to_string()).await.unwrap();
-    assert!(status.is_success(), "{status} {body:?}");
-}
-
-async fn events(server: &TestServer, event: CtpEvent) -> Vec<Value> {
-    let rows = server.app.store().pending_outbox(1000).await.unwrap();
-    let mut published = Vec::new();
-    for row in rows.into_iter().filter(|r| r.event_type == event.as_str()) {
-        published.push(serde_json::from_str(&row.payload).unwrap());
-    }
-    published
+    TestServer::start(db, fast_enrollment).await
 }
 
 db_test!(full_walk_register_add_remove_profile, |db: TestDb| async move {
     let server = start(&db).await;
-    let api = Api::new(&server, &[TENANT]);
+    let api = server.api(&[TENANT]);
     api.put_customer("ENT-1", &[("KIT-1", "4111111111111111"), ("KIT-2", "4012888888881881")]).await;
 
     let (status, body) = api.op("registerEntityAndKit", json!({"entityId": "ENT-1", "kitNo": "KIT-1"})).await;
@@ -142,7 +42,7 @@ db_test!(full_walk_register_add_remove_profile, |db: TestDb| async move {
     assert_eq!(status["result"]["status"], "SUCCESS");
 
     // Seed 003's success payload, field by field.
-    let ev = events(&server, CtpEvent::RegisterEntityAndKit).await;
+    let ev = server.events(CtpEvent::RegisterEntityAndKit).await;
     assert_eq!(ev.len(), 1);
     let d = &ev[0]["serverNotifyData"];
     assert_eq!(ev[0]["business"], TENANT);
@@ -181,19 +81,17 @@ db_test!(full_walk_register_add_remove_profile, |db: TestDb| async move {
 async fn every_error_code_of_the_gate_and_the_rules() {
     let db = TestDb::sqlite();
     let server = start(&db).await;
-    let api = Api::new(&server, &[TENANT]);
-    let internal = server.internal.to_string();
+    let api = server.api(&[TENANT]);
     let code = |body: &Value| body["exception"]["errorCode"].as_str().unwrap_or("").to_owned();
 
     // The gate.
-    let (status, bytes) = send_with(&internal, None, Method::GET, "/registry/v1/entities/E", &[("tenant", TENANT)], "").await.unwrap();
-    assert_eq!((status, code(&serde_json::from_slice(&bytes).unwrap())), (StatusCode::UNAUTHORIZED, "Y102".into()));
+    let reply = request(server.internal, Method::GET, "/registry/v1/entities/E", &[("tenant", TENANT)], "").await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::UNAUTHORIZED, "Y102".into()));
     let (status, body) = api.call_with(Method::GET, "/registry/v1/entities/E", "OTHERBANK", &[], Value::Null).await;
     assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "Y103".into()));
     let auth = format!("Bearer {}", api.token);
-    let (status, bytes) =
-        send_with(&internal, None, Method::GET, "/registry/v1/entities/E", &[("authorization", &auth)], "").await.unwrap();
-    assert_eq!((status, code(&serde_json::from_slice(&bytes).unwrap())), (StatusCode::BAD_REQUEST, "Y101".into()));
+    let reply = request(server.internal, Method::GET, "/registry/v1/entities/E", &[("authorization", &auth)], "").await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "Y101".into()));
     let (status, body) =
         api.call_with(Method::GET, "/registry/v1/entities/E", TENANT, &[("x-correlation-id", "has spaces")], Value::Null).await;
     assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "Y100".into()));
@@ -244,9 +142,8 @@ async fn every_error_code_of_the_gate_and_the_rules() {
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "Y105".into()));
     let (status, _) = api.op("registerEntityAndKit", json!({"entityId": "E2", "kitNo": "K2"})).await;
     assert_eq!(status, StatusCode::OK);
-    // While registration is in flight, nothing else may start for this customer.
-    let (status, body) = api.op("registerEntityAndKit", json!({"entityId": "E2", "kitNo": "K3"})).await;
-    assert!(matches!(code(&body).as_str(), "Y113" | "Y110"), "{status} {body}");
+    // (That nothing else may start while the registration is in flight, Y113, is asserted
+    // exactly where the registration is held in flight: refusals::y113_while_a_request_for_the_customer_is_in_flight.)
     api.wait_for("E2", "ACTIVE", Some(("K2", "ACTIVE"))).await;
     let (_, body) = api.op("registerEntityAndKit", json!({"entityId": "E2", "kitNo": "K3"})).await;
     assert_eq!(code(&body), "Y110");
@@ -256,7 +153,7 @@ async fn every_error_code_of_the_gate_and_the_rules() {
     assert_eq!(code(&body), "Y112");
 
     // Cross-tenant: another tenant's token sees "not found", never the data.
-    let other = Api::new(&server, &["OTHERBANK"]);
+    let other = server.api(&["OTHERBANK"]);
     let (status, body) = other.call_with(Method::GET, "/registry/v1/entities/E2", "OTHERBANK", &[], Value::Null).await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "Y104".into()));
     let (status, body) = other.call_with(Method::POST, "/click-to-pay/v1/removeEntity", "OTHERBANK", &[], json!({"entityId": "E2"})).await;
@@ -264,60 +161,43 @@ async fn every_error_code_of_the_gate_and_the_rules() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotency_key_replays_the_first_answer() {
-    let db = TestDb::sqlite();
-    let server = start(&db).await;
-    let api = Api::new(&server, &[TENANT]);
-    api.put_customer("E1", &[("K1", "4111111111111111")]).await;
-    let body = json!({"entityId": "E1", "kitNo": "K1"});
-    let key = [("idempotency-key", "order-42")];
-    let (s1, first) = api.call_with(Method::POST, "/click-to-pay/v1/registerEntityAndKit", TENANT, &key, body.clone()).await;
-    let (s2, second) = api.call_with(Method::POST, "/click-to-pay/v1/registerEntityAndKit", TENANT, &key, body).await;
-    assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK));
-    assert_eq!(first, second, "the replay is the first answer");
-    let (s3, third) = api.call_with(Method::POST, "/click-to-pay/v1/addKit", TENANT, &key, json!({"entityId": "E1", "kitNo": "K1"})).await;
-    assert_eq!((s3, third["exception"]["errorCode"].as_str()), (StatusCode::CONFLICT, Some("Y120")));
-    api.wait_for("E1", "ACTIVE", None).await;
-    assert_eq!(events(&server, CtpEvent::RegisterEntityAndKit).await.len(), 1, "one operation, not two");
-    server.stop().await;
-}
-
 db_test!(saas_failure_rolls_back_and_recovery_works, |db: TestDb| async move {
     let server = start(&db).await;
-    let api = Api::new(&server, &[TENANT]);
+    let api = server.api(&[TENANT]);
     api.put_customer("E1", &[("K1", "4111111111111111")]).await;
     // More failures than the client retries: the network is "down".
-    faults(&server, json!({"failNext": 5, "failWith": "500"})).await;
+    server.faults(json!({"failNext": 5, "failWith": "500"})).await;
     let (status, body) = api.op("registerEntityAndKit", json!({"entityId": "E1", "kitNo": "K1"})).await;
     assert_eq!((status, body["exception"]["errorCode"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("Y130")), "{body}");
     let e = api.entity("E1").await;
     assert_eq!((e["ctpStatus"].as_str(), e["kits"][0]["ctpStatus"].as_str()), (Some("UNREGISTERED"), Some("UNREGISTERED")), "rolled back");
-    let failed = events(&server, CtpEvent::RegisterEntityAndKit).await;
+    let failed = server.events(CtpEvent::RegisterEntityAndKit).await;
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["serverNotifyData"]["requestStatus"], "FAILED");
     assert_eq!(failed[0]["serverNotifyData"]["message"], "CTP FAILURE: Request Rejected");
     assert!(failed[0]["serverNotifyData"]["errorDetails"].is_string());
 
     // A hold longer than the client's timeout, every try: unavailable, rolled back.
-    faults(&server, json!({"failNext": 10, "failWith": "timeout", "timeoutHoldMs": 1500})).await;
+    server.faults(json!({"failNext": 10, "failWith": "timeout", "timeoutHoldMs": 1500})).await;
     let (status, body) = api.op("registerEntityAndKit", json!({"entityId": "E1", "kitNo": "K1"})).await;
     assert_eq!((status, body["exception"]["errorCode"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("Y130")), "{body}");
     assert_eq!(api.entity("E1").await["ctpStatus"], "UNREGISTERED");
-    faults(&server, json!({"failNext": 0})).await;
+    server.faults(json!({"failNext": 0})).await;
 
     // Two failures are within the client's retries; a timeout after acceptance is retried
     // under the same requestId and so is not a second operation.
-    faults(&server, json!({"failNext": 2, "failWith": "500"})).await;
+    server.faults(json!({"failNext": 2, "failWith": "500"})).await;
     let (status, body) = api.op("registerEntityAndKit", json!({"entityId": "E1", "kitNo": "K1"})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     api.wait_for("E1", "ACTIVE", Some(("K1", "ACTIVE"))).await;
     api.put_customer("E1", &[("K2", "4012888888881881")]).await;
-    faults(&server, json!({"failNext": 1, "failWith": "timeoutAfterAccept", "timeoutHoldMs": 1500})).await;
+    server.faults(json!({"failNext": 1, "failWith": "timeoutAfterAccept", "timeoutHoldMs": 1500})).await;
+    let replays = server.saas_stats().await["replays"].as_u64().unwrap();
     let (status, body) = api.op("addKit", json!({"entityId": "E1", "kitNo": "K2"})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(server.saas_stats().await["replays"].as_u64().unwrap() > replays, "the lost answer was asked for again");
     api.wait_for("E1", "ACTIVE", Some(("K2", "ACTIVE"))).await;
-    let added = events(&server, CtpEvent::AddKit).await;
+    let added = server.events(CtpEvent::AddKit).await;
     assert_eq!(added.len(), 1, "the retried submit was one operation: {added:?}");
     assert_eq!(added[0]["serverNotifyData"]["requestStatus"], "SUCCESS");
     server.stop().await;
@@ -325,14 +205,19 @@ db_test!(saas_failure_rolls_back_and_recovery_works, |db: TestDb| async move {
 
 db_test!(lost_callbacks_are_healed_by_the_reconciler, |db: TestDb| async move {
     let server = start(&db).await;
-    let api = Api::new(&server, &[TENANT]);
+    let api = server.api(&[TENANT]);
     api.put_customer("E1", &[("K1", "4111111111111111")]).await;
-    faults(&server, json!({"dropCallbacks": true})).await;
-    let before = server.metric("ctp_reconciler_polls_total{event=\"CTP_REGISTER_ENTITY_AND_KIT\"}").await;
-    let (status, _) = api.op("registerEntityAndKit", json!({"entityId": "E1", "kitNo": "K1"})).await;
+    server.faults(json!({"dropCallbacks": true})).await;
+    let (status, body) = api.op("registerEntityAndKit", json!({"entityId": "E1", "kitNo": "K1"})).await;
     assert_eq!(status, StatusCode::OK);
     api.wait_for("E1", "ACTIVE", Some(("K1", "ACTIVE"))).await;
-    assert!(server.metric("ctp_reconciler_polls_total{event=\"CTP_REGISTER_ENTITY_AND_KIT\"}").await > before);
+    // No callback was sent at all: only the reconciler's poll of /status can have done it.
+    let stats = server.saas_stats().await;
+    assert_eq!((stats["callbacksDropped"].as_u64(), stats["callbackAttempts"].as_u64()), (Some(1), Some(0)), "{stats}");
+    let trace_id = body["result"]["requestTraceId"].as_str().unwrap();
+    let (_, status) = api.op("fetchRequestStatus", json!({"requestTraceId": trace_id})).await;
+    assert_eq!(status["result"]["status"], "SUCCESS", "{status}");
+    assert_eq!(server.events(CtpEvent::RegisterEntityAndKit).await.len(), 1);
     server.stop().await;
 });
 
@@ -340,28 +225,25 @@ db_test!(lost_callbacks_are_healed_by_the_reconciler, |db: TestDb| async move {
 async fn duplicated_and_reordered_callbacks_change_nothing_twice() {
     let db = TestDb::sqlite();
     let server = start(&db).await;
-    let api = Api::new(&server, &[TENANT]);
+    let api = server.api(&[TENANT]);
     api.put_customer("E1", &[("K1", "4111111111111111"), ("K2", "4012888888881881")]).await;
-    faults(&server, json!({"duplicateCallbacks": 2, "reorderCallbacks": true})).await;
-    // A copy is refused as a duplicate (same webhook id), or as already finished when the
-    // reconciler got there first while a reordered copy was held back.
-    let refused = || async {
-        server.metric("ctp_illegal_transitions_total{reason=\"duplicate_callback\",source=\"callback\"}").await
-            + server.metric("ctp_illegal_transitions_total{reason=\"already_finished\",source=\"callback\"}").await
-    };
-    let before = refused().await;
+    server.faults(json!({"duplicateCallbacks": 2, "reorderCallbacks": true})).await;
     api.op("registerEntityAndKit", json!({"entityId": "E1", "kitNo": "K1"})).await;
     api.wait_for("E1", "ACTIVE", Some(("K1", "ACTIVE"))).await;
     api.op("addKit", json!({"entityId": "E1", "kitNo": "K2"})).await;
     api.wait_for("E1", "ACTIVE", Some(("K2", "ACTIVE"))).await;
-    // Let the held and duplicated copies arrive.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while refused().await < before + 4.0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(refused().await >= before + 4.0, "duplicates were not seen and refused");
-    assert_eq!(events(&server, CtpEvent::RegisterEntityAndKit).await.len(), 1);
-    assert_eq!(events(&server, CtpEvent::AddKit).await.len(), 1);
+    // Every copy of both callbacks (1 + 2 each) arrives, held ones and duplicates too, and
+    // is answered 200 (so the SaaS stops): refused as a duplicate (same webhook id), or as
+    // already finished when the reconciler got there first while a copy was held back.
+    until("all six callback copies delivered", Duration::from_secs(30), || async {
+        (server.saas_stats().await["callbacksDelivered"] == 6).then_some(())
+    })
+    .await;
+    let stats = server.saas_stats().await;
+    assert_eq!((stats["callbackAttempts"].as_u64(), stats["callbacksFailed"].as_u64()), (Some(6), Some(0)), "{stats}");
+    // And they changed nothing twice: one event per request, the statuses where they were.
+    assert_eq!(server.events(CtpEvent::RegisterEntityAndKit).await.len(), 1);
+    assert_eq!(server.events(CtpEvent::AddKit).await.len(), 1);
     server.stop().await;
 }
 
@@ -369,7 +251,7 @@ db_test!(crash_between_in_progress_and_the_saas_call_is_healed, |db: TestDb| asy
     use ctp_issuer::ctp::CtpStatus;
     use ctp_issuer::store::enrollment::{KitMove, NewTrace, Start, StatusMove};
     let server = start(&db).await;
-    let api = Api::new(&server, &[TENANT]);
+    let api = server.api(&[TENANT]);
     api.put_customer("E1", &[("K1", "4111111111111111")]).await;
     // What a crash leaves: the request recorded IN_PROGRESS, the SaaS never called.
     let request_id = uuid::Uuid::new_v4().to_string();
@@ -412,7 +294,7 @@ db_test!(crash_between_in_progress_and_the_saas_call_is_healed, |db: TestDb| asy
 async fn automatic_updates_follow_committed_changes_only() {
     let db = TestDb::sqlite();
     let server = start(&db).await;
-    let api = Api::new(&server, &[TENANT]);
+    let api = server.api(&[TENANT]);
     api.put_customer("E1", &[("K1", "4111111111111111")]).await;
     api.op("registerEntityAndKit", json!({"entityId": "E1", "kitNo": "K1"})).await;
     api.wait_for("E1", "ACTIVE", Some(("K1", "ACTIVE"))).await;
@@ -429,19 +311,22 @@ async fn automatic_updates_follow_committed_changes_only() {
     moved["billingAddress"]["postalCode"] = json!("94106");
     assert_eq!(api.call(Method::PUT, "/registry/v1/entities/E1", moved).await.0, StatusCode::OK);
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (u_e, u_k) = (events(&server, CtpEvent::UpdateEntity).await, events(&server, CtpEvent::UpdateKit).await);
-        if !u_e.is_empty() && !u_k.is_empty() {
-            assert_eq!(u_e.len(), 1, "one identity change, one update: {u_e:?}");
-            assert_eq!(u_k.len(), 1);
-            assert_eq!(u_e[0]["serverNotifyData"]["requestStatus"], "SUCCESS");
-            assert_eq!(u_k[0]["serverNotifyData"]["kitNo"], "K1");
-            break;
-        }
-        assert!(Instant::now() < deadline, "automatic updates not seen");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (u_e, u_k) = until("both automatic updates", Duration::from_secs(20), || async {
+        let (u_e, u_k) = (server.events(CtpEvent::UpdateEntity).await, server.events(CtpEvent::UpdateKit).await);
+        (!u_e.is_empty() && !u_k.is_empty()).then_some((u_e, u_k))
+    })
+    .await;
+    assert_eq!(u_e.len(), 1, "one identity change, one update: {u_e:?}");
+    assert_eq!(u_k.len(), 1);
+    assert_eq!(u_e[0]["serverNotifyData"]["requestStatus"], "SUCCESS");
+    assert_eq!(u_k[0]["serverNotifyData"]["kitNo"], "K1");
+    // Exactly these two reached the SaaS after the registration: the invalid change and
+    // the unchanged profile sent nothing.
+    until("the two updates to complete", Duration::from_secs(20), || async {
+        (server.saas_stats().await["requestsCompleted"] == 3).then_some(())
+    })
+    .await;
+    assert_eq!(server.saas_stats().await["requestsAccepted"], 3);
     server.stop().await;
 }
 
@@ -449,22 +334,17 @@ async fn automatic_updates_follow_committed_changes_only() {
 async fn network_refusals_arrive_asynchronously_and_roll_back() {
     let db = TestDb::sqlite();
     let server = start(&db).await;
-    let api = Api::new(&server, &[TENANT]);
+    let api = server.api(&[TENANT]);
     // A Mastercard number: the network refuses it (VIDC-2006) after accepting the request.
     api.put_customer("E1", &[("K1", "5555555555554444")]).await;
     let (status, _) = api.op("registerEntityAndKit", json!({"entityId": "E1", "kitNo": "K1"})).await;
     assert_eq!(status, StatusCode::OK);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let failed = events(&server, CtpEvent::RegisterEntityAndKit).await;
-        if let Some(f) = failed.first() {
-            assert_eq!(f["serverNotifyData"]["requestStatus"], "FAILED");
-            assert!(f["serverNotifyData"]["errorDetails"].as_str().unwrap().contains("VIDC-2006"), "{f}");
-            break;
-        }
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let f = until("the refusal's failure event", Duration::from_secs(20), || async {
+        server.events(CtpEvent::RegisterEntityAndKit).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(f["serverNotifyData"]["requestStatus"], "FAILED");
+    assert!(f["serverNotifyData"]["errorDetails"].as_str().unwrap().contains("VIDC-2006"), "{f}");
     let e = api.entity("E1").await;
     assert_eq!((e["ctpStatus"].as_str(), e["kits"][0]["ctpStatus"].as_str()), (Some("UNREGISTERED"), Some("UNREGISTERED")));
     server.stop().await;

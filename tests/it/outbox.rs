@@ -1,25 +1,25 @@
 //! The outbox relay's logic against real SQLite and PostgreSQL: claiming in order, marking
 //! published, backoff, death and redrive, malformed payloads, leases, and the relay inside
 //! the running server. The broker here is a stand-in that records what it was given and
-//! fails when told to (the real broker is in tests/rabbitmq.rs).
-
-mod common;
-mod outbox_support;
+//! fails when told to (the real broker is in [`crate::rabbitmq`]).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use common::{TestDb, TestServer};
 use ctp_issuer::config::{LogTarget, OutboxConfig};
 use ctp_issuer::notify::publish::{Publish, PublishError};
 use ctp_issuer::notify::relay::{Relay, RelayError, Round};
-use ctp_issuer::sim::visa::{NotificationBuilder, enrollment_payload};
+use ctp_issuer::sim::visa::NotificationBuilder;
 use ctp_issuer::store::epoch_millis;
 use ctp_issuer::store::outbox::{OutboxEvent, Retry};
 use http::StatusCode;
-use outbox_support::{Raw, fast, success_payload};
+
+use crate::db_test;
+use crate::support::cards::{CARD_1, TR, payload};
+use crate::support::outbox::{Raw, fast, success_payload};
+use crate::support::{TestDb, TestServer};
 
 /// Stands for the broker: records what it accepted; refuses the ids in `refuse`; is
 /// unreachable while `down` is set.
@@ -275,27 +275,15 @@ db_test!(the_server_runs_the_relay_and_stops_it, |db: TestDb| async move {
     })
     .await;
     assert_eq!(server.import_fixture_kits().await.inserted, 4);
-    let before = server.metric("ctp_outbox_published_total{event_type=\"CTP_ENROLLMENT_ATTEMPT\"}").await;
-    let body = NotificationBuilder::rsa_from_dir(server.keys.path())
-        .unwrap()
-        .body(&enrollment_payload("4111111111111111", "Jane", "Doe", "jane@example.com", "+1 (415) 555-0100"), SystemTime::now())
-        .unwrap();
-    assert_eq!(server.notify("40010030273", body).await, StatusCode::OK);
+    let body = NotificationBuilder::rsa_from_dir(server.keys.path()).unwrap().body(&payload(CARD_1), SystemTime::now()).unwrap();
+    assert_eq!(server.notify(TR, body).await, StatusCode::OK);
 
     let raw = Raw::open(&db).await;
-    raw.wait_all_published(Duration::from_secs(10)).await;
-    assert_eq!(raw.rows().await.len(), 1);
-    assert!(server.metric("ctp_outbox_published_total{event_type=\"CTP_ENROLLMENT_ATTEMPT\"}").await >= before + 1.0);
-    let (_, metrics) = server.get_admin("/metrics").await;
-    for series in [
-        "ctp_outbox_waiting_events",
-        "ctp_outbox_dead_events",
-        "ctp_outbox_oldest_waiting_age_seconds",
-        "ctp_outbox_publish_duration_seconds_bucket{publisher=\"log\",le=\"0.0005\"}",
-        "ctp_outbox_delivery_delay_seconds_bucket{event_type=\"CTP_ENROLLMENT_ATTEMPT\",le=\"0.0005\"}",
-    ] {
-        assert!(metrics.contains(series), "{series} missing from /metrics");
-    }
+    raw.wait_all_published(Duration::from_secs(20)).await;
+    let rows = raw.rows().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].attempts, rows[0].claimed_by.as_deref(), rows[0].last_error.as_deref()), (1, None, None), "{:?}", rows[0]);
+    // The relay's metrics are asserted on a process of their own: metrics::the_relay_reports_what_it_published.
     // The relay stops on the server's shutdown signal.
     tokio::time::timeout(Duration::from_secs(10), server.stop()).await.expect("server and relay stop");
     raw.close().await;
@@ -364,11 +352,8 @@ db_test!(the_relay_wakes_for_an_event_of_its_own_process_before_its_poll, |db: T
     let raw = Raw::open(&db).await;
     // Let the relay's first round (at start) find nothing and go to sleep.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let body = NotificationBuilder::rsa_from_dir(server.keys.path())
-        .unwrap()
-        .body(&enrollment_payload("4111111111111111", "Jane", "Doe", "jane@example.com", "+1 (415) 555-0100"), SystemTime::now())
-        .unwrap();
-    assert_eq!(server.notify("40010030273", body).await, StatusCode::OK);
+    let body = NotificationBuilder::rsa_from_dir(server.keys.path()).unwrap().body(&payload(CARD_1), SystemTime::now()).unwrap();
+    assert_eq!(server.notify(TR, body).await, StatusCode::OK);
     raw.wait_all_published(Duration::from_secs(5)).await;
     assert_eq!(raw.rows().await.len(), 1);
     tokio::time::timeout(Duration::from_secs(10), server.stop()).await.expect("server and relay stop");

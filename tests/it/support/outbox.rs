@@ -1,7 +1,6 @@
 //! What the outbox and RabbitMQ tests share: writing events straight into the outbox (as
 //! the code that announces a change does, in its own transaction) and reading the rows
 //! back, in either dialect.
-#![allow(dead_code)]
 
 use std::time::{Duration, SystemTime};
 
@@ -9,7 +8,8 @@ use ctp_issuer::config::OutboxConfig;
 use ctp_issuer::store::epoch_millis;
 use sqlx::{PgPool, SqlitePool};
 
-use crate::common::TestDb;
+use super::db::TestDb;
+use super::until;
 
 /// A second, plain connection to the test database.
 pub enum Raw {
@@ -21,7 +21,6 @@ pub enum Raw {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Row {
     pub id: i64,
-    pub payload: String,
     pub attempts: i64,
     pub next_attempt_at: i64,
     pub last_error: Option<String>,
@@ -30,7 +29,7 @@ pub struct Row {
     pub claimed_by: Option<String>,
 }
 
-const ROWS: &str = "SELECT id, payload, attempts, next_attempt_at, last_error, published_at, dead_at, claimed_by FROM outbox ORDER BY id";
+const ROWS: &str = "SELECT id, attempts, next_attempt_at, last_error, published_at, dead_at, claimed_by FROM outbox ORDER BY id";
 
 impl Raw {
     /// Opens `db`, whose schema must be migrated already (open a `Store` first).
@@ -85,17 +84,9 @@ impl Raw {
         self.rows().await.iter().filter(|r| r.published_at.is_none()).count()
     }
 
-    /// Waits until every row is published, or panics after `limit`.
+    /// Waits until every row is published, or fails the test after `limit`.
     pub async fn wait_all_published(&self, limit: Duration) {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let left = self.unpublished().await;
-            if left == 0 {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{left} events still unpublished after {limit:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until("every outbox event published", limit, || async { (self.unpublished().await == 0).then_some(()) }).await
     }
 
     pub async fn close(&self) {

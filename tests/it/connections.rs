@@ -2,17 +2,16 @@
 //! keep-alive ones, quiet HTTP/2 ones, and more of them than `http.max_connections`.
 //! Observed from outside, as a client sees it: the server closes the socket.
 
-mod common;
-
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{TestDb, TestServer};
 use http::StatusCode;
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::support::{TestDb, TestServer, eventually};
 
 const HEADER_READ: Duration = Duration::from_millis(400);
 const IDLE: Duration = Duration::from_millis(600);
@@ -20,9 +19,13 @@ const IDLE: Duration = Duration::from_millis(600);
 const CLOSED_WITHIN: Duration = Duration::from_secs(5);
 
 async fn server(max_connections: usize) -> TestServer {
+    server_idle_for(max_connections, IDLE).await
+}
+
+async fn server_idle_for(max_connections: usize, idle: Duration) -> TestServer {
     TestServer::start(&TestDb::sqlite(), |c| {
         c.http.header_read_timeout = HEADER_READ;
-        c.http.idle_timeout = IDLE;
+        c.http.idle_timeout = idle;
         c.http.max_connections = max_connections;
     })
     .await
@@ -102,8 +105,10 @@ async fn an_http2_connection_that_goes_quiet_is_closed() {
 #[tokio::test]
 async fn past_max_connections_new_ones_are_shed_and_the_admin_listener_still_answers() {
     const MAX: usize = 8;
-    let server = server(MAX).await;
-    // Fill the public listener with connections that keep asking (so that none is idle).
+    // Held connections must not be closed as idle while the test fills the listener, however
+    // slowly a loaded machine gets there.
+    let server = server_idle_for(MAX, Duration::from_secs(60)).await;
+    // Fill the public listener with connections that each had an answer (so they are open).
     let mut held = Vec::new();
     for _ in 0..MAX {
         let mut stream = TcpStream::connect(server.public).await.unwrap();
@@ -119,12 +124,10 @@ async fn past_max_connections_new_ones_are_shed_and_the_admin_listener_still_ans
     // The admin listener has slots of its own.
     let (status, body) = server.get_admin("/healthz").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
-    let (status, metrics) = server.get_admin("/metrics").await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(metrics.contains("ctp_http_connections_shed_total{listener=\"public\"}"), "the shedding is counted");
+    // That the shedding is counted is asserted on a process of its own: metrics::a_shed_connection_is_counted.
     // Once one held connection goes, a new one is served again.
     drop(held.pop());
-    let served = common::eventually(CLOSED_WITHIN, || async {
+    let served = eventually(CLOSED_WITHIN, || async {
         let mut stream = TcpStream::connect(server.public).await.ok()?;
         stream.write_all(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n").await.ok()?;
         let mut buf = [0u8; 512];

@@ -2,8 +2,6 @@
 //! attacker on it) does to a valid notification, the decoder answers with a rejection and
 //! never panics; and only the untouched notification opens.
 
-mod common;
-
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
@@ -12,14 +10,16 @@ use ctp_issuer::sim::visa::{NotificationBuilder, enrollment_payload};
 use ctp_issuer::visa::{RawNotification, Rejection, ReplayPolicy, VisaKeyRing};
 use proptest::prelude::*;
 
-static PAN_KEYS: LazyLock<PanKeys> = LazyLock::new(|| PanKeys::load(&common::repo().join("keys"), "v1", "v1").unwrap());
+use crate::support::cards::{TR, dev_pan_keys};
+use crate::support::repo;
 
-static RING: LazyLock<VisaKeyRing> =
-    LazyLock::new(|| VisaKeyRing::load(&common::repo().join("keys"), &["PS256".into(), "HS256".into()]).unwrap());
+static PAN_KEYS: LazyLock<PanKeys> = LazyLock::new(dev_pan_keys);
+
+static RING: LazyLock<VisaKeyRing> = LazyLock::new(|| VisaKeyRing::load(&repo().join("keys"), &["PS256".into(), "HS256".into()]).unwrap());
 
 /// One valid envelope per mode, built once (RSA work is slow in debug builds).
 static VALID: LazyLock<Vec<String>> = LazyLock::new(|| {
-    let keys = common::repo().join("keys");
+    let keys = repo().join("keys");
     let payload = enrollment_payload("4111111111111111", "Jane", "Doe", "jane@example.com", "+1 415 555 0100");
     [
         NotificationBuilder::rsa_from_dir(&keys).unwrap(),
@@ -33,7 +33,7 @@ static VALID: LazyLock<Vec<String>> = LazyLock::new(|| {
 
 fn open(encrypted_data: &str) -> Result<(), Rejection> {
     let body = serde_json::json!({ "encryptedData": encrypted_data }).to_string();
-    let raw = RawNotification::parse("40010030273", None, body.as_bytes(), &PAN_KEYS).map_err(|r| r.reason)?;
+    let raw = RawNotification::parse(TR, None, body.as_bytes(), &PAN_KEYS).map_err(|r| r.reason)?;
     let policy = ReplayPolicy { window: Duration::from_secs(3600), require_iat: true };
     raw.open(&RING, policy, SystemTime::now()).map(|_| ()).map_err(|r| r.reason)
 }

@@ -9,21 +9,17 @@
 //! test runs alone (a write lock the others hold for reading) and starts the broker again
 //! however it ends.
 
-mod common;
-mod outbox_support;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use common::{TestDb, TestServer, amqp_url};
 use ctp_issuer::config::{OutboxConfig, PublisherKind};
 use ctp_issuer::notify::publish::{Publish, PublishError};
 use ctp_issuer::notify::publisher::Publisher;
 use ctp_issuer::notify::relay::{Relay, RelayError, Round};
 use ctp_issuer::notify::{self, RequestFailureData, RequestSuccessData};
-use ctp_issuer::sim::visa::{NotificationBuilder, enrollment_payload};
+use ctp_issuer::sim::visa::NotificationBuilder;
 use ctp_issuer::store::outbox::OutboxEvent;
 use http::StatusCode;
 use lapin::options::{
@@ -31,11 +27,15 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use outbox_support::{Raw, fast};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
+
+use crate::db_test;
+use crate::support::cards::{CARD_1, TR, payload};
+use crate::support::outbox::{Raw, fast};
+use crate::support::{TestDb, TestServer, amqp_url, eventually, until};
 
 /// Held for reading by every test, for writing by the one that stops the broker.
 static BROKER: RwLock<()> = RwLock::const_new(());
@@ -90,24 +90,21 @@ impl Broker {
     }
 
     /// Takes messages off `queue` until `unique` distinct ids have come and the queue is
-    /// empty, or `limit` has passed.
+    /// empty, or `limit` has passed; returns what came.
     async fn take(&self, queue: &str, unique: usize, limit: Duration) -> Vec<Message> {
         let (_c, channel) = self.channel().await;
-        let deadline = tokio::time::Instant::now() + limit;
-        let mut messages = Vec::new();
-        let mut ids = HashSet::new();
-        loop {
-            let got = channel.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.unwrap();
-            match got {
-                Some(m) => {
-                    let message = Message { body: m.delivery.data.clone(), props: m.delivery.properties.clone() };
-                    ids.insert(message.props.message_id().clone());
-                    messages.push(message);
-                }
-                None if ids.len() >= unique || tokio::time::Instant::now() >= deadline => return messages,
-                None => tokio::time::sleep(Duration::from_millis(100)).await,
+        let taken = std::sync::Mutex::new((Vec::new(), HashSet::new()));
+        eventually(limit, || async {
+            while let Some(m) = channel.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.unwrap() {
+                let message = Message { body: m.delivery.data.clone(), props: m.delivery.properties.clone() };
+                let mut taken = taken.lock().unwrap();
+                taken.1.insert(message.props.message_id().clone());
+                taken.0.push(message);
             }
-        }
+            (taken.lock().unwrap().1.len() >= unique).then_some(())
+        })
+        .await;
+        taken.into_inner().unwrap().0
     }
 }
 
@@ -172,6 +169,62 @@ db_test!(every_event_arrives_at_least_once_and_well_formed, |db: TestDb| async m
     raw.close().await;
 });
 
+/// What a publisher was seen to do: rounds begun (`ready` calls), failures (`ready`
+/// refused, or any event not confirmed), events confirmed.
+#[derive(Clone, Default)]
+struct Tally {
+    rounds: Arc<AtomicUsize>,
+    failures: Arc<AtomicUsize>,
+    confirmed: Arc<AtomicUsize>,
+}
+
+impl Tally {
+    fn rounds(&self) -> usize {
+        self.rounds.load(Ordering::SeqCst)
+    }
+
+    fn failures(&self) -> usize {
+        self.failures.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the relay has begun `more` rounds after this call.
+    async fn rounds_pass(&self, more: usize) {
+        let target = self.rounds() + more;
+        until(&format!("{more} more relay rounds"), Duration::from_secs(60), || async { (self.rounds() >= target).then_some(()) }).await;
+    }
+}
+
+/// The publisher inside, watched.
+struct Observed<P> {
+    inner: P,
+    tally: Tally,
+}
+
+impl<P: Publish> Publish for Observed<P> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    async fn ready(&mut self) -> Result<(), PublishError> {
+        self.tally.rounds.fetch_add(1, Ordering::SeqCst);
+        let ready = self.inner.ready().await;
+        if ready.is_err() {
+            self.tally.failures.fetch_add(1, Ordering::SeqCst);
+        }
+        ready
+    }
+
+    async fn publish(&mut self, events: &[OutboxEvent]) -> Vec<Result<(), PublishError>> {
+        let outcomes = self.inner.publish(events).await;
+        let confirmed = outcomes.iter().filter(|o| o.is_ok()).count();
+        self.tally.confirmed.fetch_add(confirmed, Ordering::SeqCst);
+        if confirmed < events.len() {
+            self.tally.failures.fetch_add(1, Ordering::SeqCst);
+        }
+        outcomes
+    }
+}
+
 /// Starts the broker's application again when dropped, unless disarmed: a failing test
 /// must not leave RabbitMQ stopped for everything after it.
 struct RestartOnDrop(bool);
@@ -223,21 +276,25 @@ async fn a_broker_stopped_and_started_mid_stream_loses_nothing() {
     config.poll_interval = Duration::from_millis(10);
     config.backoff_max = Duration::from_millis(250);
     config.publish_timeout = Duration::from_secs(3);
-    let (shutdown, task) = spawn_relay(Relay::new(store.clone(), Publisher::from_config(&config), config));
+    let tally = Tally::default();
+    let publisher = Observed { inner: Publisher::from_config(&config), tally: tally.clone() };
+    let (shutdown, task) = spawn_relay(Relay::new(store.clone(), publisher, config));
 
     let published = async || raw.rows().await.iter().filter(|r| r.published_at.is_some()).count();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while published().await < 100 {
-        assert!(tokio::time::Instant::now() < deadline, "the relay did not get going");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("the relay to publish 100 events", Duration::from_secs(60), || async { (published().await >= 100).then_some(()) }).await;
     let mut restart = RestartOnDrop(true);
+    let failures_before = tally.failures();
     rabbitmqctl(&["stop_app"]).await;
-    // Let whatever was confirmed just before the stop be recorded, then watch: nothing may
-    // be marked published while the broker is away.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the relay has failed against the stopped broker and begun another round, what
+    // was confirmed before the stop is recorded; from then on nothing may be marked
+    // published while the broker is away, however many rounds the relay tries.
+    until("the relay to notice the broker is gone", Duration::from_secs(60), || async {
+        (tally.failures() > failures_before).then_some(())
+    })
+    .await;
+    tally.rounds_pass(1).await;
     let published_at_stop = published().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tally.rounds_pass(5).await;
     let published_while_down = published().await;
     let waiting_while_down = raw.unpublished().await;
     rabbitmqctl(&["start_app"]).await;
@@ -246,7 +303,9 @@ async fn a_broker_stopped_and_started_mid_stream_loses_nothing() {
     assert_eq!(published_while_down, published_at_stop, "events were marked published while the broker was down");
     assert!(waiting_while_down > 0);
 
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Events keep coming after the restart, and the relay publishes again.
+    until("the relay to publish again", Duration::from_secs(60), || async { (published().await > published_while_down).then_some(()) })
+        .await;
     producing.cancel();
     let written = producer.await.unwrap();
     raw.wait_all_published(Duration::from_secs(120)).await;
@@ -303,7 +362,6 @@ db_test!(an_unroutable_message_is_not_marked_published, |db: TestDb| async move 
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(relay.run_once().await.unwrap(), Round { claimed: 1, published: 1, failed: 0 });
     let messages = broker.take(&queue, 1, Duration::from_secs(10)).await;
     assert_eq!(messages.iter().map(Message::id).collect::<Vec<_>>(), vec![id]);
@@ -330,28 +388,6 @@ db_test!(a_missing_exchange_claims_nothing, |db: TestDb| async move {
     raw.close().await;
 });
 
-/// Counts what the publisher inside it confirmed.
-struct Counting<P> {
-    inner: P,
-    confirmed: Arc<AtomicUsize>,
-}
-
-impl<P: Publish> Publish for Counting<P> {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-
-    async fn ready(&mut self) -> Result<(), PublishError> {
-        self.inner.ready().await
-    }
-
-    async fn publish(&mut self, events: &[OutboxEvent]) -> Vec<Result<(), PublishError>> {
-        let outcomes = self.inner.publish(events).await;
-        self.confirmed.fetch_add(outcomes.iter().filter(|o| o.is_ok()).count(), Ordering::SeqCst);
-        outcomes
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_on_one_postgres_publish_every_event() {
     let Some(broker) = Broker::get().await else { return };
@@ -367,9 +403,9 @@ async fn two_relays_on_one_postgres_publish_every_event() {
     let mut config = rabbit_config(&broker.url, &queue);
     config.batch_size = 20;
     config.poll_interval = Duration::from_millis(5);
-    let (count_a, count_b) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let relay = |store, confirmed: &Arc<AtomicUsize>| {
-        let publisher = Counting { inner: Publisher::from_config(&config), confirmed: confirmed.clone() };
+    let (count_a, count_b) = (Tally::default(), Tally::default());
+    let relay = |store, tally: &Tally| {
+        let publisher = Observed { inner: Publisher::from_config(&config), tally: tally.clone() };
         spawn_relay(Relay::new(store, publisher, config.clone()))
     };
     let (stop_a, task_a) = relay(store_a, &count_a);
@@ -382,7 +418,7 @@ async fn two_relays_on_one_postgres_publish_every_event() {
 
     let messages = broker.take(&queue, N, Duration::from_secs(30)).await;
     let duplicates = check_messages(&messages, &written, "CTP_REGISTER_ENTITY_AND_KIT");
-    let (a, b) = (count_a.load(Ordering::SeqCst), count_b.load(Ordering::SeqCst));
+    let (a, b) = (count_a.confirmed.load(Ordering::SeqCst), count_b.confirmed.load(Ordering::SeqCst));
     println!(
         "two relays on one PostgreSQL: {N} events, {} messages, {duplicates} duplicates (relay A published {a}, relay B {b})",
         messages.len()
@@ -410,7 +446,7 @@ fn assert_fields(actual: &Value, expected: &Value, path: &str) {
     }
 }
 
-db_test!(payloads_match_seed_003_field_by_field, |db: TestDb| async move {
+db_test!(payloads_match_the_lifecycle_documentation_field_by_field, |db: TestDb| async move {
     let Some(broker) = Broker::get().await else { return };
     let _shared = BROKER.read().await;
     let queue = broker.queue("lifecycle").await;
@@ -422,16 +458,13 @@ db_test!(payloads_match_seed_003_field_by_field, |db: TestDb| async move {
     assert_eq!(server.import_fixture_kits().await.inserted, 4);
 
     // A Visa notification, end to end: CTP_ENROLLMENT_ATTEMPT in M2P's lifecycle envelope.
-    let body = NotificationBuilder::rsa_from_dir(server.keys.path())
-        .unwrap()
-        .body(&enrollment_payload("4111111111111111", "Jane", "Doe", "jane@example.com", "+1 (415) 555-0100"), SystemTime::now())
-        .unwrap();
-    assert_eq!(server.notify("40010030273", body).await, StatusCode::OK);
+    let body = NotificationBuilder::rsa_from_dir(server.keys.path()).unwrap().body(&payload(CARD_1), SystemTime::now()).unwrap();
+    assert_eq!(server.notify(TR, body).await, StatusCode::OK);
     let messages = broker.take(&queue, 1, Duration::from_secs(30)).await;
     assert_eq!(messages.len(), 1);
     let attempt = server.app.store().recent_attempts(1).await.unwrap().remove(0);
     let m = &messages[0];
-    assert!(!String::from_utf8_lossy(&m.body).contains("4111111111111111"), "a card number on the queue");
+    assert!(!String::from_utf8_lossy(&m.body).contains(CARD_1), "a card number on the queue");
     assert_eq!(m.props.kind().as_ref().map(|s| s.as_str()), Some("CTP_ENROLLMENT_ATTEMPT"));
     let tenant = m.props.headers().as_ref().and_then(|h| h.inner().get("tenant").cloned());
     assert_eq!(tenant, Some(AMQPValue::LongString("DEMOBANK".into())));
@@ -444,7 +477,7 @@ db_test!(payloads_match_seed_003_field_by_field, |db: TestDb| async move {
                 "attemptId": attempt.id,
                 "entityId": "ENT-0001",
                 "kitNo": "KIT-000001",
-                "tokenRequestorId": "40010030273",
+                "tokenRequestorId": TR,
                 "cardLast4": "1111",
                 "firstName": "Jane",
                 "lastName": "Doe",
