@@ -3,7 +3,6 @@
 //! metrics are labelled by name, never by the raw path (which would carry ids and let any
 //! caller grow the label set without bound).
 
-
 /// A routing table mapping paths to route values of type `R`.
 pub struct Router<R> {
     inner: matchit::Router<R>,

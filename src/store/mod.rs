@@ -17,7 +17,7 @@
 //! [`enrollment`] (Click to Pay statuses and request traces), [`attempts`] (Visa's
 //! notifications), [`idempotency`], [`outbox`]. How SQLite is reached (one writer thread,
 //! readers on the caller's thread, a checkpointer, the migrator) is explained in
-//! [`sqlite`]; PostgreSQL is a sqlx pool ([`postgres`]).
+//! `sqlite`; PostgreSQL is a sqlx pool (`postgres`).
 //!
 //! Times are epoch milliseconds (BIGINT) in both schemas.
 
