@@ -101,14 +101,20 @@ impl Call<'_> {
 
     /// The body as `T`; a shape error names the field, never its value.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        serde_json::from_slice(&self.body).map_err(|e| {
-            let what = match e.classify() {
-                serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "body is not valid JSON".to_owned(),
-                _ => describe_shape_error(&e),
-            };
-            ApiError::with(ErrorCode::InvalidRequest, what)
-        })
+        json_body(&self.body)
     }
+}
+
+/// A request body as `T`, the way every handler reads one: a syntax error says so, a
+/// shape error names the field, never its value.
+pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "body is not valid JSON".to_owned(),
+            _ => describe_shape_error(&e),
+        };
+        ApiError::with(ErrorCode::InvalidRequest, what)
+    })
 }
 
 /// An identifier that is not one: Y100, naming the field and its rule.

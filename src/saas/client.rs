@@ -375,7 +375,7 @@ fn describe(e: &reqwest::Error) -> String {
 
 /// `Retry-After` in seconds (the HTTP-date form is read as "now"; the SaaS contract uses
 /// seconds).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
     match value.parse::<u64>() {
         Ok(secs) => Some(Duration::from_secs(secs)),
