@@ -108,14 +108,14 @@ async fn response_parts(response: Response) -> (StatusCode, Value) {
 }
 
 /// `TENANT` (M2P's name) or `X-TENANT-ID`.
-fn tenant_header(headers: &HeaderMap) -> Result<TenantId, ApiError> {
+pub fn tenant_header(headers: &HeaderMap) -> Result<TenantId, ApiError> {
     let value = headers.get("tenant").or_else(|| headers.get("x-tenant-id")).ok_or(ApiError::new(ErrorCode::MissingTenant))?;
     let tenant = value.to_str().map_err(|_| ApiError::new(ErrorCode::MissingTenant))?.trim();
     TenantId::parse(tenant).map_err(invalid)
 }
 
 /// `x-correlation-id`: Thales D1's rule, because it is logged in clear and passed on.
-fn correlation_id(headers: &HeaderMap) -> Result<Option<CorrelationId>, ApiError> {
+pub fn correlation_id(headers: &HeaderMap) -> Result<Option<CorrelationId>, ApiError> {
     let Some(value) = headers.get("x-correlation-id") else { return Ok(None) };
     CorrelationId::parse(value.to_str().unwrap_or_default()).map(Some).map_err(invalid)
 }

@@ -14,9 +14,10 @@ use crate::enrollment::{Operation, OperationError};
 use crate::http::Response;
 use crate::ids::{EntityId, KitNo};
 
+/// The body of the six operations: `{entityId, kitNo?}`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct OperationBody {
+pub struct OperationBody {
     entity_id: String,
     #[serde(default)]
     kit_no: Option<String>,
@@ -54,9 +55,10 @@ pub fn operation_error(e: OperationError) -> ApiError {
     }
 }
 
+/// The body of `fetchRequestStatus`: `{requestTraceId}`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RequestStatusBody {
+pub struct RequestStatusBody {
     request_trace_id: String,
 }
 
@@ -94,9 +96,10 @@ pub async fn request_status(call: &Call<'_>) -> Result<Response, ApiError> {
     ))
 }
 
+/// The body of `fetchEntityDetails`: `{entityId}`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct EntityDetailsBody {
+pub struct EntityDetailsBody {
     entity_id: String,
 }
 

@@ -101,14 +101,20 @@ impl Call<'_> {
 
     /// The body as `T`; a shape error names the field, never its value.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        serde_json::from_slice(&self.body).map_err(|e| {
-            let what = match e.classify() {
-                serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "body is not valid JSON".to_owned(),
-                _ => describe_shape_error(&e),
-            };
-            ApiError::with(ErrorCode::InvalidRequest, what)
-        })
+        json_body(&self.body)
     }
+}
+
+/// A request body as `T`, the way every handler reads one: a syntax error says so, a
+/// shape error names the field, never its value.
+pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "body is not valid JSON".to_owned(),
+            _ => describe_shape_error(&e),
+        };
+        ApiError::with(ErrorCode::InvalidRequest, what)
+    })
 }
 
 /// An identifier that is not one: Y100, naming the field and its rule.
@@ -137,9 +143,13 @@ fn describe_shape_error(e: &serde_json::Error) -> String {
 }
 
 /// A field name from the caller, fit to put in an answer and a log line: at most 64 of
-/// letters, digits, `_`, `-` and `.`, or nothing.
+/// letters, digits, `_`, `-` and `.`, fewer than 8 of them digits (a card number, bare or
+/// in groups, is no field name), or nothing.
 fn echoable_field_name(name: &str) -> Option<&str> {
-    let fits = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    let fits = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        && name.bytes().filter(u8::is_ascii_digit).count() < 8;
     fits.then_some(name)
 }
 
@@ -202,8 +212,17 @@ mod tests {
     #[test]
     fn an_unknown_field_is_named_only_when_it_looks_like_a_name() {
         assert_eq!(shape_error(r#"{"entity_id":"e","kitNo":"k"}"#), "unknown field kitNo");
+        assert_eq!(shape_error(r#"{"entity_id":"e","addressLine1":"k"}"#), "unknown field addressLine1");
         let card = "4111111111111111";
-        let hostile = [format!("{card} "), "<script>".into(), "x".repeat(65), "a\u{202e}b".into()];
+        let hostile = [
+            format!("{card} "),
+            card.into(),
+            "4111-1111-1111-1111".into(),
+            "pan_4111_1111_1111_1111".into(),
+            "<script>".into(),
+            "x".repeat(65),
+            "a\u{202e}b".into(),
+        ];
         for name in hostile {
             let json = serde_json::json!({"entity_id": "e", name.clone(): 1}).to_string();
             assert_eq!(shape_error(&json), "unknown field", "{name}");

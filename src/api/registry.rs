@@ -85,7 +85,7 @@ pub async fn get_entity(call: &Call<'_>) -> Result<Response, ApiError> {
 /// `PUT …/kits/{kitNo}`: the card of a kit. The same rules as the CSV import.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct KitPut {
+pub struct KitPut {
     #[serde(deserialize_with = "zeroizing_string")]
     pan: Zeroizing<String>,
     #[serde(default)]

@@ -74,6 +74,10 @@ impl std::fmt::Debug for ApiAuth {
     }
 }
 
+/// The latest instant a token's `exp`, `nbf` or `iat` may name: 9999-12-31T23:59:59Z. A
+/// signed token with a later one (`"exp": 1e300`) is invalid.
+const LATEST_CLAIM_SECS: f64 = 253_402_300_799.0;
+
 /// Default location of the development HS256 secret.
 pub fn dev_secret_path(keys_dir: &Path) -> std::path::PathBuf {
     keys_dir.join("jwt/dev-hs256.secret")
@@ -154,6 +158,15 @@ impl ApiAuth {
     }
 
     fn check_claims(&self, payload: &JwtPayload, now: SystemTime) -> Result<(), AuthError> {
+        // Before josekit reads them: it makes each a `SystemTime` by adding it to the
+        // epoch, which panics past what one holds.
+        let in_range = |name: &str| match payload.claim(name) {
+            Some(Value::Number(n)) => n.as_f64().is_some_and(|secs| (0.0..=LATEST_CLAIM_SECS).contains(&secs)),
+            _ => true,
+        };
+        if !["exp", "nbf", "iat"].into_iter().all(in_range) {
+            return Err(AuthError::Invalid);
+        }
         if payload.expires_at().is_none() {
             return Err(AuthError::Invalid);
         }
@@ -243,6 +256,28 @@ mod tests {
             let (_dir, auth) = setup();
             let _ = auth.verify(Some(&header), SystemTime::now());
             let _ = auth.verify(Some(&format!("Bearer {token}")), SystemTime::now());
+        }
+    }
+
+    /// A signed token whose times are past what a `SystemTime` holds is refused, not a panic.
+    #[test]
+    fn times_beyond_the_year_9999_are_invalid() {
+        let (dir, auth) = setup();
+        let secret = read_secret(&dev_secret_path(dir.path())).unwrap();
+        let signer = josekit::jws::HS256.signer_from_bytes(secret.expose_secret().as_bytes()).unwrap();
+        let far = SystemTime::now() + Duration::from_secs(3600);
+        for (claim, value) in [
+            ("exp", serde_json::json!(1e300)),
+            ("exp", serde_json::json!(u64::MAX)),
+            ("nbf", serde_json::json!(1.9e19)),
+            ("iat", serde_json::json!(1e20)),
+        ] {
+            let mut payload = JwtPayload::new();
+            payload.set_expires_at(&far);
+            payload.set_claim("tenants", Some(Value::from(vec!["B"]))).unwrap();
+            payload.set_claim(claim, Some(value)).unwrap();
+            let token = josekit::jwt::encode_with_signer(&payload, &josekit::jws::JwsHeader::new(), &signer).unwrap();
+            assert_eq!(auth.verify(Some(&format!("Bearer {token}")), SystemTime::now()), Err(AuthError::Invalid), "{claim}");
         }
     }
 

@@ -21,21 +21,39 @@ pub(super) struct FileLayer<'a> {
 
 impl<'a> FileLayer<'a> {
     pub fn parse(path: &'a Path, text: &'a str) -> Result<Self, ConfigError> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| file_error(path, e))?;
+        let table: toml::Table = toml::from_str(text).map_err(|e| file_error(path, text, e))?;
         Ok(Self { path, text, tree: from_toml(toml::Value::Table(table)) })
     }
 
     /// The file's own complaint about `key`, with its line, as the TOML reader words it.
     fn error(&self, key: &str, message: &str) -> ConfigError {
         match toml::from_str::<Config>(self.text) {
-            Err(e) => file_error(self.path, e),
+            Err(e) => file_error(self.path, self.text, e),
             Ok(_) => ConfigError::Parse { path: self.path.to_owned(), message: format!("{key}: {message}") },
         }
     }
 }
 
-fn file_error(path: &Path, e: toml::de::Error) -> ConfigError {
-    ConfigError::Parse { path: path.to_owned(), message: e.to_string().trim_end().to_owned() }
+/// The TOML reader's complaint with its line, column and key, but not the excerpt of the
+/// file that its `Display` adds: the line quoted may be the one holding a password
+/// (`url = "postgres://user:password@…"`, refused for its scheme or a stray character).
+fn file_error(path: &Path, text: &str, e: toml::de::Error) -> ConfigError {
+    let what = e.message().trim_end();
+    let message = match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let in_line = before.rsplit('\n').next().unwrap_or_default();
+            let column = in_line.chars().count() + 1;
+            // A value's span starts after its key, which the message does not always name.
+            match in_line.split_once('=').map(|(key, _)| key.trim()).filter(|key| !key.is_empty() && key.chars().count() <= 64) {
+                Some(key) => format!("line {line}, column {column}, {key}: {what}"),
+                None => format!("line {line}, column {column}: {what}"),
+            }
+        }
+        None => what.to_owned(),
+    };
+    ConfigError::Parse { path: path.to_owned(), message }
 }
 
 /// The file's tree with the environment's keys set over it, read into a [`Config`]. A

@@ -375,7 +375,7 @@ fn describe(e: &reqwest::Error) -> String {
 
 /// `Retry-After`, in either of its forms (RFC 9110 §10.2.3): delay seconds, or an
 /// HTTP-date (a date already past means at once).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
     match value.parse::<u64>() {
         Ok(secs) => Some(Duration::from_secs(secs)),

@@ -15,10 +15,12 @@ const MAX_MESSAGE_CHARS: usize = 300;
 /// Makes a message from outside (the SaaS's `message`, a parser's error) fit to log: any
 /// run of 8 or more digits (spaces and dashes inside it count as part of the run) becomes
 /// `[digits]`, so that a card number echoed back by a careless server never reaches a log
-/// line, and the text is cut to a bounded length. Control characters become spaces.
+/// line, and the text is cut to a bounded length. Control characters become spaces, before
+/// the runs are looked for: one between two short runs would otherwise become the space
+/// that joins them into a card number.
 pub fn scrub(message: &str) -> String {
     let mut out = String::with_capacity(message.len().min(MAX_MESSAGE_CHARS));
-    let chars: Vec<char> = message.chars().take(MAX_MESSAGE_CHARS * 4).collect();
+    let chars: Vec<char> = message.chars().take(MAX_MESSAGE_CHARS * 4).map(|c| if c.is_control() { ' ' } else { c }).collect();
     let mut i = 0;
     while i < chars.len() {
         if chars[i].is_ascii_digit() {
@@ -40,7 +42,7 @@ pub fn scrub(message: &str) -> String {
             }
             i = last_digit + 1;
         } else {
-            out.push(if chars[i].is_control() { ' ' } else { chars[i] });
+            out.push(chars[i]);
             i += 1;
         }
     }
@@ -62,6 +64,7 @@ mod tests {
         assert_eq!(scrub("card 4111-1111-1111-1111"), "card [digits]");
         assert_eq!(scrub("VIDC-2004 at 12:30, 5 cards"), "VIDC-2004 at 12:30, 5 cards");
         assert_eq!(scrub("line\nbreak"), "line break");
+        assert_eq!(scrub("card 4111111\t1111111\u{0}11 refused"), "card [digits] refused", "control characters join a run");
         assert!(scrub(&"x".repeat(1000)).chars().count() <= 301);
     }
 

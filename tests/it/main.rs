@@ -12,6 +12,7 @@
 //! | [`digests`] | no unkeyed digest of a request body anywhere in the database |
 //! | [`enrollment_loop`] | internal API → SaaS → callback → statuses → outbox, with the SaaS failing on purpose |
 //! | [`envelope_props`] | property tests of the Visa envelope decoder |
+//! | [`fuzz_regressions`] | inputs the fuzz targets found failing, fed again to the code they broke |
 //! | [`group_commit`] | batched notification writes: each gets its own outcome |
 //! | [`idempotency`] | `Idempotency-Key`: replays, and one run under 16 concurrent requests |
 //! | [`known_answers`] | fingerprints, sealing and keyed digests against values computed independently |
@@ -35,6 +36,7 @@ mod deploy_artifacts;
 mod digests;
 mod enrollment_loop;
 mod envelope_props;
+mod fuzz_regressions;
 mod group_commit;
 mod idempotency;
 mod known_answers;
