@@ -79,6 +79,7 @@ pub mod telemetry;
 pub mod tenants;
 pub mod visa;
 pub mod webhook;
+pub mod widget;
 
 pub use app::{App, Listeners};
 pub use config::Config;

@@ -1,0 +1,74 @@
+//! The secure card-details page: the one place this service shows a card number.
+//!
+//! M2P's Click to Pay module documentation describes a "Get secure card details widget
+//! URL" operation: the issuer's app asks for a URL, opens it in a web view, and the
+//! cardholder sees the card number, expiry date and security code without the app ever
+//! handling them. The URL carries an encrypted token naming the card (kit number), the
+//! customer (entity id) and, when configured, the date of birth; it expires after a few
+//! minutes and works once.
+//!
+//! The building blocks, each with one job:
+//!
+//! | module | one job |
+//! | --- | --- |
+//! | [`cvv`] | Visa's CVV algorithm (CVV2), behind a trait an HSM can implement |
+//! | [`link`] | the link token: sealed, expiring, carrying no card number; the keyed hash the database keeps |
+//! | [`csrf`] | the double-submit value that binds the reveal to a page we rendered |
+//! | [`page`] | server-rendered HTML and the headers every widget response needs |
+//! | [`flow`] | the page logic over two small traits (the link ledger, the card source) |
+//!
+//! ## The flow
+//!
+//! 1. `GET <path>?t=<token>` ([`flow::Widget::show`]) opens the token (tag, expiry) and
+//!    asks the ledger, read-only, whether the link is still usable. It answers a page
+//!    with one button, or the date-of-birth form. It changes nothing, so a messaging
+//!    app's link preview cannot use the link up.
+//! 2. `POST <path>` ([`flow::Widget::reveal`]) checks the token again, the CSRF value,
+//!    the date of birth when the link carries one, fetches the card and computes the
+//!    CVV2, and only then consumes the link in the database, atomically: of two
+//!    concurrent reveals exactly one shows the details.
+//! 3. A used, expired, burned or tampered link gets one and the same 410 response, byte
+//!    for byte, so the page never tells which.
+//!
+//! ## Rules
+//!
+//! - Card numbers and CVVs are never logged, never put in an error or a metric label.
+//!   Every type holding one redacts it in `Debug`; none implements `Display`.
+//! - The token never holds a card number, and the database never holds the token's
+//!   random link id, only its keyed hash.
+
+pub mod cvv;
+
+use crate::pan::Pan;
+
+pub use cvv::{CardExpiry, Cvv2, CvvGenerator, SoftwareCvv};
+
+/// Tenant ids, entity ids and kit numbers: the registry's rule, 1 to 64 letters, digits,
+/// `-` or `_`. Checked again here because these values go into tokens and into the key
+/// file lookup.
+pub(crate) fn is_identifier(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The card number's digits, for the two widget uses: the CVV computation and the
+/// details page shown to the cardholder. `Pan` offers its digits only through
+/// `expose_for_network`, whose contract names the network request; this page is the
+/// other place the product is meant to show them, so the exception lives in this one
+/// function and nowhere else in the module.
+pub(crate) fn pan_digits(pan: &Pan) -> &str {
+    pan.expose_for_network()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_follow_the_registry_rule() {
+        assert!(is_identifier("kit-0001_A"));
+        assert!(!is_identifier(""));
+        assert!(!is_identifier(&"a".repeat(65)));
+        assert!(!is_identifier("a.b"));
+        assert!(!is_identifier("a b"));
+    }
+}
