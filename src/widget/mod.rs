@@ -37,11 +37,23 @@
 //! - The token never holds a card number, and the database never holds the token's
 //!   random link id, only its keyed hash.
 
+pub mod csrf;
 pub mod cvv;
+pub mod link;
+
+use std::time::Duration;
 
 use crate::pan::Pan;
 
 pub use cvv::{CardExpiry, Cvv2, CvvGenerator, SoftwareCvv};
+pub use link::{DateOfBirth, IssuedLink, LinkClaims, LinkHash, LinkKeys};
+
+/// How long a link lives unless configured otherwise: M2P's documented default.
+pub const DEFAULT_LINK_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// Longest link lifetime accepted. A link is a bearer capability for a card number; an
+/// hour is already generous for "open it now in the app".
+pub const MAX_LINK_TTL: Duration = Duration::from_secs(60 * 60);
 
 /// Tenant ids, entity ids and kit numbers: the registry's rule, 1 to 64 letters, digits,
 /// `-` or `_`. Checked again here because these values go into tokens and into the key
