@@ -40,6 +40,7 @@
 pub mod csrf;
 pub mod cvv;
 pub mod link;
+pub mod page;
 
 use std::time::Duration;
 
@@ -47,6 +48,7 @@ use crate::pan::Pan;
 
 pub use cvv::{CardExpiry, Cvv2, CvvGenerator, SoftwareCvv};
 pub use link::{DateOfBirth, IssuedLink, LinkClaims, LinkHash, LinkKeys};
+pub use page::{Branding, FormAction, FrameAncestors, PageResponse};
 
 /// How long a link lives unless configured otherwise: M2P's documented default.
 pub const DEFAULT_LINK_TTL: Duration = Duration::from_secs(5 * 60);
