@@ -178,6 +178,8 @@ pub struct IssuedLink {
 /// An opened, authentic, unexpired link.
 #[derive(Clone)]
 pub struct LinkClaims {
+    /// The token it was opened from, for the page's hidden field. Not in `Debug`.
+    token: String,
     kid: String,
     tenant: String,
     entity_id: String,
@@ -225,6 +227,9 @@ impl LinkClaims {
     }
     pub(super) fn kid(&self) -> &str {
         &self.kid
+    }
+    pub(super) fn token(&self) -> &str {
+        &self.token
     }
 }
 
@@ -452,6 +457,7 @@ impl LinkKeys {
             return Err(LinkInvalid { expired: true });
         }
         Ok(LinkClaims {
+            token: token.to_owned(),
             kid: kid.to_owned(),
             link_hash: hash_with(kid, &keys.hash, &id),
             tenant: std::mem::take(&mut sealed.t),

@@ -39,14 +39,17 @@
 
 pub mod csrf;
 pub mod cvv;
+pub mod flow;
 pub mod link;
 pub mod page;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::pan::Pan;
 
 pub use cvv::{CardExpiry, Cvv2, CvvGenerator, SoftwareCvv};
+pub use flow::{CardForDisplay, CardSource, LinkLedger, Widget};
 pub use link::{DateOfBirth, IssuedLink, LinkClaims, LinkHash, LinkKeys};
 pub use page::{Branding, FormAction, FrameAncestors, PageResponse};
 
@@ -56,6 +59,64 @@ pub const DEFAULT_LINK_TTL: Duration = Duration::from_secs(5 * 60);
 /// Longest link lifetime accepted. A link is a bearer capability for a card number; an
 /// hour is already generous for "open it now in the app".
 pub const MAX_LINK_TTL: Duration = Duration::from_secs(60 * 60);
+
+/// Wrong dates of birth a link survives: the third wrong one burns it.
+pub const MAX_DOB_TRIES: u8 = 3;
+
+/// What the page logic needs from configuration. The lead maps the `widget.*` settings
+/// onto it; [`WidgetSettings::check`] refuses values that would make the page unsafe.
+#[derive(Debug, Clone)]
+pub struct WidgetSettings {
+    /// How long an issued link may be used (`widget.link_ttl`).
+    pub link_ttl: Duration,
+    /// Whether every link must carry the date of birth and ask for it (`widget.require_dob`).
+    /// A link issued with a date of birth asks for it whatever this says.
+    pub require_dob: bool,
+    /// Who may frame the page (`widget.frame_ancestors`); none by default.
+    pub frame_ancestors: FrameAncestors,
+    /// The path the page's forms post to: the route of [`flow::Widget::reveal`].
+    pub form_action: FormAction,
+    /// Whether the details page offers a "Copy card number" button (`widget.copy_button`).
+    /// The page works the same without it, and without JavaScript.
+    pub copy_button: bool,
+    /// Per-tenant display name and accent colour; tenants not listed get the default.
+    pub branding: BTreeMap<String, Branding>,
+}
+
+impl Default for WidgetSettings {
+    fn default() -> Self {
+        Self {
+            link_ttl: DEFAULT_LINK_TTL,
+            require_dob: false,
+            frame_ancestors: FrameAncestors::none(),
+            form_action: FormAction::default(),
+            copy_button: true,
+            branding: BTreeMap::new(),
+        }
+    }
+}
+
+/// A setting the page cannot run with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("widget.link_ttl must be between 1 s and {} s", MAX_LINK_TTL.as_secs())]
+    LinkTtl,
+}
+
+impl WidgetSettings {
+    pub fn check(&self) -> Result<(), SettingsError> {
+        if self.link_ttl.is_zero() || self.link_ttl > MAX_LINK_TTL {
+            return Err(SettingsError::LinkTtl);
+        }
+        Ok(())
+    }
+
+    /// The tenant's branding, or the default one.
+    pub fn branding_for(&self, tenant: &str) -> &Branding {
+        static DEFAULT: std::sync::OnceLock<Branding> = std::sync::OnceLock::new();
+        self.branding.get(tenant).unwrap_or_else(|| DEFAULT.get_or_init(Branding::default))
+    }
+}
 
 /// Tenant ids, entity ids and kit numbers: the registry's rule, 1 to 64 letters, digits,
 /// `-` or `_`. Checked again here because these values go into tokens and into the key
@@ -84,5 +145,15 @@ mod tests {
         assert!(!is_identifier(&"a".repeat(65)));
         assert!(!is_identifier("a.b"));
         assert!(!is_identifier("a b"));
+    }
+
+    #[test]
+    fn settings_refuse_unsafe_lifetimes() {
+        let mut s = WidgetSettings::default();
+        assert_eq!(s.check(), Ok(()));
+        s.link_ttl = Duration::ZERO;
+        assert_eq!(s.check(), Err(SettingsError::LinkTtl));
+        s.link_ttl = MAX_LINK_TTL + Duration::from_secs(1);
+        assert_eq!(s.check(), Err(SettingsError::LinkTtl));
     }
 }
