@@ -10,9 +10,10 @@
 //! The design is the double submit, with the value bound to the link:
 //!
 //! - Each rendering of the landing or date-of-birth page draws 32 random bytes `r`.
-//! - The cookie [`COOKIE_NAME`] holds `base64url(r)`: `__Host-` (so no other host or path
-//!   can set it), `Secure`, `HttpOnly` (no script reads it), `SameSite=Strict` (a
-//!   cross-site request never carries it), and it lives as long as a link.
+//! - The cookie ([`CookieScheme::name`]) holds `base64url(r)`: `HttpOnly` (no script reads
+//!   it), `SameSite=Strict` (a cross-site request never carries it), and it lives as long
+//!   as a link. When the page is served over HTTPS it is also `Secure` and named with the
+//!   `__Host-` prefix (so no other host or path can set it); see [`CookieScheme`].
 //! - The hidden form field [`FIELD_NAME`] holds `base64url(r) "." base64url(HMAC(k, link
 //!   hash ‖ r))`, with `k` derived from the link's hash key.
 //! - The POST is accepted only when the cookie's `r` equals the field's (compared in
@@ -34,9 +35,36 @@ use zeroize::Zeroizing;
 
 use super::link::{LinkClaims, LinkKeys};
 
-/// The cookie's name. The `__Host-` prefix makes browsers refuse it unless it is
-/// `Secure`, has `Path=/` and no `Domain`: the page must be served over HTTPS.
-pub const COOKIE_NAME: &str = "__Host-ctp-widget-csrf";
+/// Which cookie carries the random half, by the scheme the cardholder's browser sees.
+///
+/// Over HTTPS it is `__Host-ctp-widget-csrf`, `Secure`: the prefix makes browsers refuse
+/// it unless it is `Secure`, has `Path=/` and no `Domain`, so a sibling host cannot plant
+/// one. Over plain HTTP (the loopback development default) a browser will not store a
+/// `Secure` cookie (Firefox and Safari refuse it on `http://127.0.0.1`, and the `__Host-`
+/// prefix requires it), so the cookie would never come back and every press would fail
+/// the check: there it is `ctp-widget-csrf`, without `Secure`. The MAC, not the prefix,
+/// is what makes a planted cookie useless, so the check is as strong either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieScheme {
+    Https,
+    Http,
+}
+
+impl CookieScheme {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Https => "__Host-ctp-widget-csrf",
+            Self::Http => "ctp-widget-csrf",
+        }
+    }
+
+    fn attributes(self) -> &'static str {
+        match self {
+            Self::Https => "Path=/; Secure; HttpOnly; SameSite=Strict",
+            Self::Http => "Path=/; HttpOnly; SameSite=Strict",
+        }
+    }
+}
 
 /// The hidden form field's name.
 pub const FIELD_NAME: &str = "csrf";
@@ -75,15 +103,15 @@ impl CsrfPair {
     }
 
     /// The `Set-Cookie` header value, living `max_age_secs` (the link's lifetime).
-    pub fn set_cookie(&self, max_age_secs: u64) -> String {
-        format!("{COOKIE_NAME}={}; Path=/; Max-Age={max_age_secs}; Secure; HttpOnly; SameSite=Strict", self.cookie)
+    pub fn set_cookie(&self, scheme: CookieScheme, max_age_secs: u64) -> String {
+        format!("{}={}; Max-Age={max_age_secs}; {}", scheme.name(), self.cookie, scheme.attributes())
     }
 }
 
 /// The `Set-Cookie` value that removes the cookie: sent with the details page and every
 /// refusal, since the pair has nothing left to protect.
-pub fn clear_cookie() -> String {
-    format!("{COOKIE_NAME}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Strict")
+pub fn clear_cookie(scheme: CookieScheme) -> String {
+    format!("{}=; Max-Age=0; {}", scheme.name(), scheme.attributes())
 }
 
 /// Why a POST's CSRF value was refused. For logs; the page says only "press again".
@@ -103,7 +131,13 @@ pub enum CsrfRefused {
 
 /// Checks a POST: the `Cookie` header (all of it) and the form's [`FIELD_NAME`] value,
 /// for the link `claims` names.
-pub fn verify(keys: &LinkKeys, claims: &LinkClaims, cookie_header: Option<&str>, field: Option<&str>) -> Result<(), CsrfRefused> {
+pub fn verify(
+    keys: &LinkKeys,
+    claims: &LinkClaims,
+    scheme: CookieScheme,
+    cookie_header: Option<&str>,
+    field: Option<&str>,
+) -> Result<(), CsrfRefused> {
     let field = field.ok_or(CsrfRefused::NoField)?;
     let (r_text, tag_text) = field.split_once('.').ok_or(CsrfRefused::Malformed)?;
     let r = Zeroizing::new(B64URL.decode(r_text).map_err(|_| CsrfRefused::Malformed)?);
@@ -111,7 +145,7 @@ pub fn verify(keys: &LinkKeys, claims: &LinkClaims, cookie_header: Option<&str>,
     if r.len() != RANDOM_BYTES {
         return Err(CsrfRefused::Malformed);
     }
-    let cookies = cookie_values(cookie_header.unwrap_or(""));
+    let cookies = cookie_values(scheme.name(), cookie_header.unwrap_or(""));
     if cookies.is_empty() {
         return Err(CsrfRefused::NoCookie);
     }
@@ -125,13 +159,13 @@ pub fn verify(keys: &LinkKeys, claims: &LinkClaims, cookie_header: Option<&str>,
     hmac::verify(keys.csrf_key(claims), &mac_input(claims, &r), &tag).map_err(|_| CsrfRefused::WrongLink)
 }
 
-/// The values of every cookie named [`COOKIE_NAME`] in a `Cookie` header.
-fn cookie_values(header: &str) -> Vec<&str> {
+/// The values of every cookie named `name` in a `Cookie` header.
+fn cookie_values<'a>(name: &str, header: &'a str) -> Vec<&'a str> {
     header
         .split(';')
         .take(MAX_COOKIES)
         .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(name, _)| *name == COOKIE_NAME)
+        .filter(|(n, _)| *n == name)
         .map(|(_, value)| value.trim())
         .collect()
 }
@@ -145,58 +179,80 @@ fn mac_input(claims: &LinkClaims, r: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::link::tests::{NOW, TTL, keys};
+    use super::super::link::tests::{NOW, TTL, eid, keys, kno, tid};
     use super::*;
 
-    fn cookie_of(pair: &CsrfPair) -> String {
-        let set = pair.set_cookie(300);
+    const BOTH: [CookieScheme; 2] = [CookieScheme::Https, CookieScheme::Http];
+
+    fn cookie_of(pair: &CsrfPair, scheme: CookieScheme) -> String {
+        let set = pair.set_cookie(scheme, 300);
         set.split(';').next().unwrap().to_owned()
+    }
+
+    fn link(keys: &LinkKeys) -> LinkClaims {
+        keys.open(keys.issue(&tid("bank"), &eid("c"), &kno("k"), None, NOW, TTL).unwrap().token.as_str(), NOW).unwrap()
     }
 
     #[test]
     fn a_pair_verifies_for_its_link_only() {
         let (_d, keys) = keys("k1");
-        let a = keys.open(keys.issue("bank", "c", "k", None, NOW, TTL).unwrap().token.as_str(), NOW).unwrap();
-        let b = keys.open(keys.issue("bank", "c", "k", None, NOW, TTL).unwrap().token.as_str(), NOW).unwrap();
+        for scheme in BOTH {
+            let (a, b) = (link(&keys), link(&keys));
+            let pair = CsrfPair::new(&keys, &a);
+            let cookie = cookie_of(&pair, scheme);
+            let check = |claims: &LinkClaims, cookie: Option<&str>, field: Option<&str>| verify(&keys, claims, scheme, cookie, field);
+            assert_eq!(check(&a, Some(&cookie), Some(pair.field())), Ok(()));
+            // Among other cookies, and next to an old value of ours.
+            let busy = format!("theme=dark; {}=old; {cookie} ; x=1", scheme.name());
+            assert_eq!(check(&a, Some(&busy), Some(pair.field())), Ok(()));
+            // The same pair for another link.
+            assert_eq!(check(&b, Some(&cookie), Some(pair.field())), Err(CsrfRefused::WrongLink));
+            // Missing or mismatched halves.
+            assert_eq!(check(&a, None, Some(pair.field())), Err(CsrfRefused::NoCookie));
+            assert_eq!(check(&a, Some("theme=dark"), Some(pair.field())), Err(CsrfRefused::NoCookie));
+            assert_eq!(check(&a, Some(&cookie), None), Err(CsrfRefused::NoField));
+            let other = CsrfPair::new(&keys, &a);
+            assert_eq!(check(&a, Some(&cookie_of(&other, scheme)), Some(pair.field())), Err(CsrfRefused::Mismatch));
+            assert_eq!(check(&a, Some(&cookie), Some("x")), Err(CsrfRefused::Malformed));
+            assert_eq!(check(&a, Some(&cookie), Some("AAAA.AAAA")), Err(CsrfRefused::Malformed));
+        }
+        // The other scheme's cookie is not ours.
+        let a = link(&keys);
         let pair = CsrfPair::new(&keys, &a);
-        let cookie = cookie_of(&pair);
-        assert_eq!(verify(&keys, &a, Some(&cookie), Some(pair.field())), Ok(()));
-        // Among other cookies, and next to an old value of ours.
-        let busy = format!("theme=dark; {COOKIE_NAME}=old; {cookie} ; x=1");
-        assert_eq!(verify(&keys, &a, Some(&busy), Some(pair.field())), Ok(()));
-        // The same pair for another link.
-        assert_eq!(verify(&keys, &b, Some(&cookie), Some(pair.field())), Err(CsrfRefused::WrongLink));
-        // Missing or mismatched halves.
-        assert_eq!(verify(&keys, &a, None, Some(pair.field())), Err(CsrfRefused::NoCookie));
-        assert_eq!(verify(&keys, &a, Some("theme=dark"), Some(pair.field())), Err(CsrfRefused::NoCookie));
-        assert_eq!(verify(&keys, &a, Some(&cookie), None), Err(CsrfRefused::NoField));
-        let other = CsrfPair::new(&keys, &a);
-        assert_eq!(verify(&keys, &a, Some(&cookie_of(&other)), Some(pair.field())), Err(CsrfRefused::Mismatch));
-        assert_eq!(verify(&keys, &a, Some(&cookie), Some("x")), Err(CsrfRefused::Malformed));
-        assert_eq!(verify(&keys, &a, Some(&cookie), Some("AAAA.AAAA")), Err(CsrfRefused::Malformed));
+        let http_cookie = cookie_of(&pair, CookieScheme::Http);
+        assert_eq!(verify(&keys, &a, CookieScheme::Https, Some(&http_cookie), Some(pair.field())), Err(CsrfRefused::NoCookie));
     }
 
     #[test]
     fn a_planted_cookie_is_useless_without_our_key() {
         let (_d, keys) = keys("k1");
-        let a = keys.open(keys.issue("bank", "c", "k", None, NOW, TTL).unwrap().token.as_str(), NOW).unwrap();
+        let a = link(&keys);
         // Someone who can set the cookie and the field to a value of their choosing still
         // cannot make the MAC.
         let r = B64URL.encode([7u8; RANDOM_BYTES]);
         let forged = format!("{r}.{}", B64URL.encode([0u8; 32]));
-        assert_eq!(verify(&keys, &a, Some(&format!("{COOKIE_NAME}={r}")), Some(&forged)), Err(CsrfRefused::WrongLink));
+        for scheme in BOTH {
+            let planted = format!("{}={r}", scheme.name());
+            assert_eq!(verify(&keys, &a, scheme, Some(&planted), Some(&forged)), Err(CsrfRefused::WrongLink));
+        }
     }
 
     #[test]
     fn the_cookie_is_locked_down() {
         let (_d, keys) = keys("k1");
-        let a = keys.open(keys.issue("bank", "c", "k", None, NOW, TTL).unwrap().token.as_str(), NOW).unwrap();
-        let set = CsrfPair::new(&keys, &a).set_cookie(300);
-        for attribute in ["Path=/", "Max-Age=300", "Secure", "HttpOnly", "SameSite=Strict"] {
-            assert!(set.split("; ").any(|a| a == attribute), "{set}");
+        let a = link(&keys);
+        let attributes = |set: &str| set.split("; ").skip(1).map(str::to_owned).collect::<Vec<_>>();
+        let https = CsrfPair::new(&keys, &a).set_cookie(CookieScheme::Https, 300);
+        assert!(https.starts_with("__Host-ctp-widget-csrf="), "{https}");
+        assert_eq!(attributes(&https), ["Max-Age=300", "Path=/", "Secure", "HttpOnly", "SameSite=Strict"]);
+        // Plain HTTP: no Secure (the browser would drop the cookie), so no __Host- prefix.
+        let http = CsrfPair::new(&keys, &a).set_cookie(CookieScheme::Http, 300);
+        assert!(http.starts_with("ctp-widget-csrf="), "{http}");
+        assert_eq!(attributes(&http), ["Max-Age=300", "Path=/", "HttpOnly", "SameSite=Strict"]);
+        for scheme in BOTH {
+            let clear = clear_cookie(scheme);
+            assert!(clear.starts_with(&format!("{}=;", scheme.name())) && clear.contains("Max-Age=0") && !clear.contains("Domain"));
         }
-        assert!(set.starts_with("__Host-") && !set.contains("Domain"));
-        assert!(clear_cookie().contains("Max-Age=0"));
         assert_eq!(format!("{:?}", CsrfPair::new(&keys, &a)), "CsrfPair([REDACTED])");
     }
 }

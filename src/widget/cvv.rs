@@ -26,52 +26,12 @@ use std::path::Path;
 use openssl::symm::{Cipher, Crypter, Mode};
 use zeroize::Zeroizing;
 
+use crate::ids::{Expiry, TenantId};
 use crate::pan::Pan;
 
 /// The service code Visa's algorithm takes for CVV2. (The magnetic stripe's CVV1 uses the
 /// card's own service code, the chip's iCVV `999`; the three values differ on purpose.)
 pub const CVV2_SERVICE_CODE: &str = "000";
-
-/// A card's expiry month, as the registry keeps it (`YYYY-MM`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CardExpiry {
-    year: u16,
-    month: u8,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("card expiry must be YYYY-MM with a month from 01 to 12")]
-pub struct ExpiryError;
-
-impl CardExpiry {
-    /// Parses `YYYY-MM` (years 2000 to 2099: a card's expiry is printed as two digits).
-    pub fn parse(text: &str) -> Result<Self, ExpiryError> {
-        let b = text.as_bytes();
-        if b.len() != 7 || b[4] != b'-' || !b[..4].iter().chain(&b[5..]).all(u8::is_ascii_digit) {
-            return Err(ExpiryError);
-        }
-        let year: u16 = text[..4].parse().map_err(|_| ExpiryError)?;
-        let month: u8 = text[5..].parse().map_err(|_| ExpiryError)?;
-        Self::new(year, month)
-    }
-
-    pub fn new(year: u16, month: u8) -> Result<Self, ExpiryError> {
-        if !(2000..=2099).contains(&year) || !(1..=12).contains(&month) {
-            return Err(ExpiryError);
-        }
-        Ok(Self { year, month })
-    }
-
-    /// `YYMM`: the form the CVV algorithm takes.
-    pub fn yymm(&self) -> String {
-        format!("{:02}{:02}", self.year % 100, self.month)
-    }
-
-    /// `MM/YY`: the form printed on a card and typed into checkout forms.
-    pub fn mm_yy(&self) -> String {
-        format!("{:02}/{:02}", self.month, self.year % 100)
-    }
-}
 
 /// A three-digit card security code. It does not implement `Display`, and `Debug` shows
 /// `Cvv2(***)`: the digits come out only through [`Cvv2::expose_for_display`].
@@ -115,7 +75,7 @@ pub enum CvvError {
 /// CVVs out of their errors and logs.
 pub trait CvvGenerator: Send + Sync {
     /// The CVV2 of `pan` expiring `expiry`, with `tenant`'s card verification key.
-    fn cvv2(&self, tenant: &str, pan: &Pan, expiry: CardExpiry) -> impl Future<Output = Result<Cvv2, CvvError>> + Send;
+    fn cvv2(&self, tenant: &TenantId, pan: &Pan, expiry: Expiry) -> impl Future<Output = Result<Cvv2, CvvError>> + Send;
 }
 
 /// One tenant's double-length CVK, kept as the two 24-byte three-key schedules OpenSSL's
@@ -170,7 +130,7 @@ impl SoftwareCvv {
             let path = entry.map_err(read_err)?.path();
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
             let Some(tenant) = name.strip_suffix(".key") else { continue };
-            if !super::is_identifier(tenant) {
+            if TenantId::parse(tenant).is_err() {
                 return Err(CvkError::TenantName { path: path.display().to_string() });
             }
             keys.insert(tenant.to_owned(), read_cvk(&path)?);
@@ -187,14 +147,14 @@ impl SoftwareCvv {
     }
 
     /// The CVV2, computed here and now (a few DES blocks: no need to leave the thread).
-    pub fn generate(&self, tenant: &str, pan: &Pan, expiry: CardExpiry) -> Result<Cvv2, CvvError> {
-        let key = self.keys.get(tenant).ok_or_else(|| CvvError::NoKey(tenant.to_owned()))?;
+    pub fn generate(&self, tenant: &TenantId, pan: &Pan, expiry: Expiry) -> Result<Cvv2, CvvError> {
+        let key = self.keys.get(tenant.as_str()).ok_or_else(|| CvvError::NoKey(tenant.to_string()))?;
         visa_cvv(key, super::pan_digits(pan), &expiry.yymm(), CVV2_SERVICE_CODE)
     }
 }
 
 impl CvvGenerator for SoftwareCvv {
-    async fn cvv2(&self, tenant: &str, pan: &Pan, expiry: CardExpiry) -> Result<Cvv2, CvvError> {
+    async fn cvv2(&self, tenant: &TenantId, pan: &Pan, expiry: Expiry) -> Result<Cvv2, CvvError> {
         self.generate(tenant, pan, expiry)
     }
 }
@@ -277,6 +237,10 @@ fn decimalise(hex: &str, n: usize) -> String {
 mod tests {
     use super::*;
 
+    fn tenant(id: &str) -> TenantId {
+        TenantId::parse(id).unwrap()
+    }
+
     fn key(hex32: &str) -> Cvk {
         let bytes = hex::decode(hex32).unwrap();
         cvk_from_halves(&bytes[..8], &bytes[8..])
@@ -307,16 +271,6 @@ mod tests {
     }
 
     #[test]
-    fn expiry_forms() {
-        let e = CardExpiry::parse("2027-03").unwrap();
-        assert_eq!(e.yymm(), "2703");
-        assert_eq!(e.mm_yy(), "03/27");
-        for bad in ["2027-3", "2027-00", "2027-13", "27-03", "2027/03", "1999-01", "２０２７-03", ""] {
-            assert_eq!(CardExpiry::parse(bad), Err(ExpiryError), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn cvv_never_prints_its_digits() {
         let c = Cvv2::from_digits("123").unwrap();
         assert_eq!(format!("{c:?}"), "Cvv2(***)");
@@ -340,9 +294,9 @@ mod tests {
         let cvv = SoftwareCvv::load(dir.path()).unwrap();
         assert_eq!(cvv.tenants().collect::<Vec<_>>(), ["bank-a", "bank-b"]);
         let pan = Pan::parse("4111111111111111").unwrap();
-        let expiry = CardExpiry::parse("2087-01").unwrap();
-        let a = cvv.generate("bank-a", &pan, expiry).unwrap();
-        let b = cvv.generate("bank-b", &pan, expiry).unwrap();
+        let expiry = Expiry::parse("2087-01").unwrap();
+        let a = cvv.generate(&tenant("bank-a"), &pan, expiry).unwrap();
+        let b = cvv.generate(&tenant("bank-b"), &pan, expiry).unwrap();
         assert_eq!(a.expose_for_display().len(), 3);
         // Same card, another tenant's key: (almost surely) another CVV; the same key
         // through the file gives what the vectors give.
@@ -351,7 +305,7 @@ mod tests {
             visa_cvv(&key("0123456789ABCDEFFEDCBA9876543210"), "4111111111111111", "8701", "000").unwrap().expose_for_display()
         );
         assert_ne!(a.expose_for_display(), b.expose_for_display());
-        assert_eq!(cvv.generate("bank-c", &pan, expiry).unwrap_err(), CvvError::NoKey("bank-c".into()));
+        assert_eq!(cvv.generate(&tenant("bank-c"), &pan, expiry).unwrap_err(), CvvError::NoKey("bank-c".into()));
     }
 
     #[test]
@@ -435,7 +389,7 @@ mod tests {
             let tenant = format!("t{i}");
             write_cvk(dir.path(), &tenant, &hex::encode(k));
             let pan = random_pan(&mut rng);
-            let expiry = CardExpiry::new(rng.u16(2000..=2099), rng.u8(1..=12)).unwrap();
+            let expiry = Expiry::parse(&format!("{:04}-{:02}", rng.u16(2000..=2099), rng.u8(1..=12))).unwrap();
             lines.push_str(&format!("{} {} {}\n", hex::encode(k), pan, expiry.yymm()));
             cases.push((tenant, pan, expiry));
         }
@@ -474,7 +428,7 @@ for line in sys.stdin:
         assert_eq!(theirs.len(), CASES, "psec answered {} lines", theirs.len());
         let ours = SoftwareCvv::load(dir.path()).unwrap();
         for ((tenant, pan, expiry), theirs) in cases.iter().zip(&theirs) {
-            let mine = ours.generate(tenant, &Pan::parse(pan).unwrap(), *expiry).unwrap();
+            let mine = ours.generate(&TenantId::parse(tenant).unwrap(), &Pan::parse(pan).unwrap(), *expiry).unwrap();
             let mine = mine.expose_for_display();
             // Test data only: random keys and card numbers, printed to reproduce a failure.
             let context = format!("seed {seed}: key of {tenant}, card {pan}, expiry {}", expiry.yymm());

@@ -37,10 +37,11 @@ use std::sync::Arc;
 use http::StatusCode;
 
 use super::csrf::{self, CsrfPair};
-use super::cvv::{CardExpiry, CvvGenerator};
-use super::link::{DateOfBirth, IssueError, IssuedLink, LinkClaims, LinkHash, LinkKeys};
+use super::cvv::CvvGenerator;
+use super::link::{IssueError, IssuedLink, LinkClaims, LinkHash, LinkKeys};
 use super::page::{self, DobProblem, Html, Notice, PageContext, PageResponse};
 use super::{MAX_DOB_TRIES, WidgetSettings};
+use crate::ids::{DateOfBirth, EntityId, Expiry, KitNo, TenantId};
 use crate::pan::Pan;
 
 /// A link's state as the ledger sees it, without changing it.
@@ -82,9 +83,9 @@ pub struct LedgerError(pub String);
 /// atomic across every replica of the service (one conditional `UPDATE … RETURNING` per
 /// change does it).
 pub trait LinkLedger: Send + Sync {
-    /// Records a newly issued link: unused, [`MAX_DOB_TRIES`] tries, expiring at
-    /// `expires_at` (epoch seconds). Called before the URL is handed out.
-    fn register(&self, link: &LinkHash, expires_at: i64) -> impl Future<Output = Result<(), LedgerError>> + Send;
+    /// Records a newly issued link of `tenant`: unused, [`MAX_DOB_TRIES`] tries, expiring
+    /// at `expires_at` (epoch seconds). Called before the URL is handed out.
+    fn register(&self, link: &LinkHash, tenant: &TenantId, expires_at: i64) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     /// The link's state at `now`, read-only (a link preview may cause this call).
     fn state(&self, link: &LinkHash, now: i64) -> impl Future<Output = Result<LinkState, LedgerError>> + Send;
@@ -101,7 +102,7 @@ pub trait LinkLedger: Send + Sync {
 /// A card as the page shows it. `Debug` masks the number and hides the name.
 pub struct CardForDisplay {
     pub pan: Pan,
-    pub expiry: CardExpiry,
+    pub expiry: Expiry,
     /// As embossed, when the registry has it.
     pub name_on_card: Option<String>,
 }
@@ -121,15 +122,47 @@ impl fmt::Debug for CardForDisplay {
 #[error("card source: {0}")]
 pub struct CardSourceError(pub String);
 
+/// What the registry knows of a kit when a link is asked for: nothing is opened yet.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KitLookup {
+    /// No such entity in the tenant.
+    NoEntity,
+    /// The entity has no such kit (another entity's kit included).
+    NoKit,
+    /// The kit, its expiry if on file, and its holder's date of birth if on file.
+    Found { expiry: Option<Expiry>, date_of_birth: Option<DateOfBirth> },
+}
+
+impl fmt::Debug for KitLookup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoEntity => f.write_str("NoEntity"),
+            Self::NoKit => f.write_str("NoKit"),
+            Self::Found { expiry, date_of_birth } => {
+                f.debug_struct("Found").field("expiry", expiry).field("date_of_birth", date_of_birth).finish()
+            }
+        }
+    }
+}
+
 /// Where the card comes from: the registry, with the sealed card number opened.
 pub trait CardSource: Send + Sync {
+    /// What is on file for kit `kit_no` of entity `entity_id` in `tenant`, without opening
+    /// its card number: asked when a link is issued.
+    fn lookup(
+        &self,
+        tenant: &TenantId,
+        entity_id: &EntityId,
+        kit_no: &KitNo,
+    ) -> impl Future<Output = Result<KitLookup, CardSourceError>> + Send;
+
     /// The kit `kit_no` of entity `entity_id` in `tenant`, or `None` when there is no
     /// such kit, it belongs to another entity, or it has no expiry on file.
     fn card(
         &self,
-        tenant: &str,
-        entity_id: &str,
-        kit_no: &str,
+        tenant: &TenantId,
+        entity_id: &EntityId,
+        kit_no: &KitNo,
     ) -> impl Future<Output = Result<Option<CardForDisplay>, CardSourceError>> + Send;
 }
 
@@ -205,8 +238,9 @@ impl Step {
 pub const MAX_FORM_BYTES: usize = 4096;
 
 /// The POSTed form. Unknown fields are ignored; of a repeated field the first counts.
+/// `Debug` shows which fields came, never their values.
 #[derive(Default)]
-struct RevealForm {
+pub struct RevealForm {
     token: Option<String>,
     csrf: Option<String>,
     dob_day: Option<String>,
@@ -214,8 +248,20 @@ struct RevealForm {
     dob_year: Option<String>,
 }
 
+impl fmt::Debug for RevealForm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RevealForm")
+            .field("token", &self.token.is_some())
+            .field("csrf", &self.csrf.is_some())
+            .field("dob", &(self.dob_day.is_some(), self.dob_month.is_some(), self.dob_year.is_some()))
+            .finish()
+    }
+}
+
 impl RevealForm {
-    fn parse(body: &[u8]) -> Option<Self> {
+    /// Reads an `application/x-www-form-urlencoded` body of at most [`MAX_FORM_BYTES`];
+    /// `None` for a longer one. Never fails otherwise: what is missing is `None`.
+    pub fn parse(body: &[u8]) -> Option<Self> {
         if body.len() > MAX_FORM_BYTES {
             return None;
         }
@@ -236,8 +282,13 @@ impl RevealForm {
         Some(form)
     }
 
+    /// The link token, if the form carries one.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// The date of birth entered, if its three fields make a real date.
-    fn dob(&self) -> Option<DateOfBirth> {
+    pub fn dob(&self) -> Option<DateOfBirth> {
         DateOfBirth::from_parts(self.dob_day.as_deref()?, self.dob_month.as_deref()?, self.dob_year.as_deref()?).ok()
     }
 }
@@ -268,24 +319,38 @@ impl<L: LinkLedger, C: CardSource, G: CvvGenerator> Widget<L, C, G> {
         Self { keys, settings, ledger, cards, cvv }
     }
 
-    /// Issues a link for one card and records it in the ledger. The URL is
-    /// `issued.token.url(<public page URL>)`. `dob` is required when
-    /// `widget.require_dob` is on.
-    pub async fn issue(
-        &self,
-        tenant: &str,
-        entity_id: &str,
-        kit_no: &str,
-        dob: Option<DateOfBirth>,
-        now: i64,
-    ) -> Result<IssuedLink, IssueLinkError> {
-        if self.settings.require_dob && dob.is_none() {
-            return Err(IssueLinkError::DobRequired);
-        }
+    /// Issues a link for kit `kit_no` of entity `entity_id` and records it in the ledger.
+    /// The URL is `issued.token.url(<public page URL>)`. The kit must be the entity's and
+    /// have an expiry on file (the CVV2 is computed from it); with `widget.require_dob` on,
+    /// the entity's profile must carry a date of birth, and the link carries it.
+    pub async fn issue(&self, tenant: &TenantId, entity_id: &EntityId, kit_no: &KitNo, now: i64) -> Result<IssuedLink, IssueLinkError> {
+        let dob = match self.cards.lookup(tenant, entity_id, kit_no).await? {
+            KitLookup::NoEntity => return Err(IssueLinkError::NoEntity),
+            KitLookup::NoKit => return Err(IssueLinkError::NoKit),
+            KitLookup::Found { expiry: None, .. } => return Err(IssueLinkError::NoExpiry),
+            KitLookup::Found { date_of_birth, .. } => date_of_birth,
+        };
+        let dob = match (self.settings.require_dob, dob) {
+            (false, _) => None,
+            (true, None) => return Err(IssueLinkError::DobRequired),
+            (true, Some(dob)) => Some(dob),
+        };
         let issued = self.keys.issue(tenant, entity_id, kit_no, dob, now, self.settings.link_ttl)?;
-        self.ledger.register(&issued.link_hash, issued.expires_at).await?;
+        self.ledger.register(&issued.link_hash, tenant, issued.expires_at).await?;
         metrics::counter!("ctp_widget_links_issued_total").increment(1);
+        tracing::info!(link = %issued.link_hash, %tenant, %entity_id, %kit_no, dob = dob.is_some(), "card-details link issued");
         Ok(issued)
+    }
+
+    /// `POST` with a body that could not be read whole (over [`MAX_FORM_BYTES`], or cut
+    /// off): the 410 page, as for any form without a usable token.
+    pub fn unreadable_form(&self) -> PageResponse {
+        self.refuse(Refusal::InvalidToken, Step::Reveal)
+    }
+
+    /// The path the page's forms post to.
+    pub fn form_action(&self) -> &str {
+        self.settings.form_action.as_str()
     }
 
     /// `GET`: the first page (button, or date-of-birth form), or the 410 page. Reads the
@@ -312,7 +377,7 @@ impl<L: LinkLedger, C: CardSource, G: CvvGenerator> Widget<L, C, G> {
             Err(response) => return response,
         };
         let link = claims.link_hash();
-        if let Err(why) = csrf::verify(&self.keys, &claims, cookie_header, form.csrf.as_deref()) {
+        if let Err(why) = csrf::verify(&self.keys, &claims, self.settings.cookie, cookie_header, form.csrf.as_deref()) {
             // The link keeps its state: show the first page again with a fresh pair.
             tracing::info!(link = %link, why = %why, "card details: CSRF check failed");
             self.count_refusal(Refusal::Csrf, step);
@@ -361,10 +426,10 @@ impl<L: LinkLedger, C: CardSource, G: CvvGenerator> Widget<L, C, G> {
             Err(e) => return self.fail("ledger", &e),
         }
         metrics::counter!("ctp_widget_links_used_total").increment(1);
-        tracing::info!(link = %link, tenant = claims.tenant(), kit_no = claims.kit_no(), "card details shown");
-        let ctx = self.context(claims.tenant());
+        tracing::info!(link = %link, tenant = %claims.tenant(), kit_no = %claims.kit_no(), "card details shown");
+        let ctx = self.context(claims.tenant().as_str());
         page::details(&ctx, &card.pan, card.expiry, card.name_on_card.as_deref(), &cvv)
-            .into_response(&self.settings.frame_ancestors, Some(csrf::clear_cookie()))
+            .into_response(&self.settings.frame_ancestors, Some(csrf::clear_cookie(self.settings.cookie)))
     }
 
     /// The token, opened and checked against `widget.require_dob`; or the 410 response.
@@ -397,7 +462,7 @@ impl<L: LinkLedger, C: CardSource, G: CvvGenerator> Widget<L, C, G> {
         notice: Option<Notice>,
     ) -> PageResponse {
         let pair = CsrfPair::new(&self.keys, claims);
-        let ctx = self.context(claims.tenant());
+        let ctx = self.context(claims.tenant().as_str());
         // The page carries the token it was opened from.
         let token = claims.token();
         let (html, page_name): (Html, &str) = match claims.dob() {
@@ -408,7 +473,7 @@ impl<L: LinkLedger, C: CardSource, G: CvvGenerator> Widget<L, C, G> {
             None => (page::landing(&ctx, status, token, pair.field(), notice), "landing"),
         };
         metrics::counter!("ctp_widget_pages_shown_total", "page" => page_name).increment(1);
-        html.into_response(&self.settings.frame_ancestors, Some(pair.set_cookie(self.settings.link_ttl.as_secs())))
+        html.into_response(&self.settings.frame_ancestors, Some(pair.set_cookie(self.settings.cookie, self.settings.link_ttl.as_secs())))
     }
 
     fn count_refusal(&self, reason: Refusal, step: Step) {
@@ -418,7 +483,7 @@ impl<L: LinkLedger, C: CardSource, G: CvvGenerator> Widget<L, C, G> {
     /// The 410 page, the same bytes for every reason.
     fn refuse(&self, reason: Refusal, step: Step) -> PageResponse {
         self.count_refusal(reason, step);
-        page::gone().into_response(&self.settings.frame_ancestors, Some(csrf::clear_cookie()))
+        page::gone().into_response(&self.settings.frame_ancestors, Some(csrf::clear_cookie(self.settings.cookie)))
     }
 
     /// Our own failure: logged with its source, answered 503, nothing used up.
@@ -429,15 +494,23 @@ impl<L: LinkLedger, C: CardSource, G: CvvGenerator> Widget<L, C, G> {
     }
 }
 
-/// Why [`Widget::issue`] issued nothing.
+/// Why [`Widget::issue`] issued nothing. The messages name fields, never values.
 #[derive(Debug, thiserror::Error)]
 pub enum IssueLinkError {
-    #[error(transparent)]
-    Input(#[from] IssueError),
-    #[error("widget.require_dob is on and no date of birth was given")]
+    #[error("no such entity")]
+    NoEntity,
+    #[error("no such kit for this entity")]
+    NoKit,
+    #[error("the kit has no expiry on file: the card-details page needs one")]
+    NoExpiry,
+    #[error("the profile has no dateOfBirth, which widget.require_dob asks for")]
     DobRequired,
     #[error(transparent)]
+    Input(#[from] IssueError),
+    #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Cards(#[from] CardSourceError),
 }
 
 #[cfg(test)]
@@ -447,7 +520,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::super::cvv::SoftwareCvv;
-    use super::super::link::tests::{NOW, keys_dir};
+    use super::super::link::tests::{NOW, eid, keys_dir, kno, tid};
     use super::*;
 
     const PAN: &str = "4111111111111111";
@@ -489,7 +562,7 @@ mod tests {
     }
 
     impl LinkLedger for FakeLedger {
-        async fn register(&self, link: &LinkHash, expires_at: i64) -> Result<(), LedgerError> {
+        async fn register(&self, link: &LinkHash, _tenant: &TenantId, expires_at: i64) -> Result<(), LedgerError> {
             self.enter().await?.insert(link.clone(), Row { expires_at, used: false, tries_left: MAX_DOB_TRIES });
             Ok(())
         }
@@ -526,20 +599,39 @@ mod tests {
     struct FakeCards {
         fail: AtomicBool,
         missing: AtomicBool,
+        no_dob: AtomicBool,
+    }
+
+    impl FakeCards {
+        fn ours(tenant: &TenantId, entity_id: &EntityId, kit_no: &KitNo) -> bool {
+            (tenant.as_str(), entity_id.as_str(), kit_no.as_str()) == ("DEMOBANK", "cust-7", "kit-7")
+        }
     }
 
     impl CardSource for FakeCards {
-        async fn card(&self, tenant: &str, entity_id: &str, kit_no: &str) -> Result<Option<CardForDisplay>, CardSourceError> {
+        async fn lookup(&self, tenant: &TenantId, entity_id: &EntityId, kit_no: &KitNo) -> Result<KitLookup, CardSourceError> {
+            if entity_id.as_str() != "cust-7" {
+                return Ok(KitLookup::NoEntity);
+            }
+            if !Self::ours(tenant, entity_id, kit_no) && kit_no.as_str() != "kit-no-expiry" {
+                return Ok(KitLookup::NoKit);
+            }
+            let expiry = (kit_no.as_str() != "kit-no-expiry").then(|| Expiry::parse("2029-07").unwrap());
+            let date_of_birth = (!self.no_dob.load(Ordering::SeqCst)).then(|| DateOfBirth::parse(DOB).unwrap());
+            Ok(KitLookup::Found { expiry, date_of_birth })
+        }
+
+        async fn card(&self, tenant: &TenantId, entity_id: &EntityId, kit_no: &KitNo) -> Result<Option<CardForDisplay>, CardSourceError> {
             tokio::task::yield_now().await;
             if self.fail.load(Ordering::SeqCst) {
                 return Err(CardSourceError("registry unreachable".into()));
             }
-            if self.missing.load(Ordering::SeqCst) || (tenant, entity_id, kit_no) != ("DEMOBANK", "cust-7", "kit-7") {
+            if self.missing.load(Ordering::SeqCst) || !Self::ours(tenant, entity_id, kit_no) {
                 return Ok(None);
             }
             Ok(Some(CardForDisplay {
                 pan: Pan::parse(PAN).unwrap(),
-                expiry: CardExpiry::parse("2029-07").unwrap(),
+                expiry: Expiry::parse("2029-07").unwrap(),
                 name_on_card: Some("ADA LOVELACE".into()),
             }))
         }
@@ -561,7 +653,7 @@ mod tests {
         let keys = Arc::new(LinkKeys::load(dir.path(), "k1").unwrap());
         let cvv = SoftwareCvv::load(dir.path()).unwrap();
         let expected = cvv
-            .generate("DEMOBANK", &Pan::parse(PAN).unwrap(), CardExpiry::parse("2029-07").unwrap())
+            .generate(&TenantId::parse("DEMOBANK").unwrap(), &Pan::parse(PAN).unwrap(), Expiry::parse("2029-07").unwrap())
             .unwrap()
             .expose_for_display()
             .to_owned();
@@ -575,8 +667,7 @@ mod tests {
 
     impl Fixture {
         async fn issue(&self) -> IssuedLink {
-            let dob = self.widget.settings.require_dob.then(|| DateOfBirth::parse(DOB).unwrap());
-            self.widget.issue("DEMOBANK", "cust-7", "kit-7", dob, NOW).await.unwrap()
+            self.widget.issue(&tid("DEMOBANK"), &eid("cust-7"), &kno("kit-7"), NOW).await.unwrap()
         }
     }
 
@@ -802,8 +893,12 @@ mod tests {
     #[tokio::test]
     async fn require_dob_refuses_links_without_one() {
         let f = fixture(with_dob());
-        assert!(matches!(f.widget.issue("DEMOBANK", "cust-7", "kit-7", None, NOW).await, Err(IssueLinkError::DobRequired)));
-        // A link issued before the setting was switched on.
+        f.widget.cards.no_dob.store(true, Ordering::SeqCst);
+        let issued = f.widget.issue(&tid("DEMOBANK"), &eid("cust-7"), &kno("kit-7"), NOW).await;
+        assert!(matches!(issued, Err(IssueLinkError::DobRequired)), "{issued:?}");
+        f.widget.cards.no_dob.store(false, Ordering::SeqCst);
+        // A link issued before the setting was switched on: no date of birth in it, though
+        // the profile has one.
         let relaxed = Widget::new(
             f.widget.keys.clone(),
             WidgetSettings::default(),
@@ -811,8 +906,24 @@ mod tests {
             FakeCards::default(),
             SoftwareCvv::load(f._dir.path()).unwrap(),
         );
-        let link = relaxed.issue("DEMOBANK", "cust-7", "kit-7", None, NOW).await.unwrap();
+        let link = relaxed.issue(&tid("DEMOBANK"), &eid("cust-7"), &kno("kit-7"), NOW).await.unwrap();
+        assert!(f.widget.keys.open(link.token.as_str(), NOW).unwrap().dob().is_none());
         assert_eq!(f.widget.show(Some(link.token.as_str()), NOW).await.status, StatusCode::GONE);
+    }
+
+    #[tokio::test]
+    async fn links_are_issued_only_for_a_kit_of_the_entity_with_an_expiry() {
+        let f = fixture(WidgetSettings::default());
+        let issue = |entity: &'static str, kit: &'static str| {
+            let widget = f.widget.clone();
+            async move { widget.issue(&tid("DEMOBANK"), &eid(entity), &kno(kit), NOW).await }
+        };
+        assert!(matches!(issue("cust-8", "kit-7").await, Err(IssueLinkError::NoEntity)));
+        assert!(matches!(issue("cust-7", "kit-8").await, Err(IssueLinkError::NoKit)));
+        assert!(matches!(issue("cust-7", "kit-no-expiry").await, Err(IssueLinkError::NoExpiry)));
+        assert!(f.widget.ledger.rows.lock().unwrap().is_empty(), "a refused link is not recorded");
+        let link = issue("cust-7", "kit-7").await.unwrap();
+        assert_eq!(f.widget.ledger.row(&link.link_hash).tries_left, MAX_DOB_TRIES);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -978,7 +1089,7 @@ mod tests {
         }
         let card = CardForDisplay {
             pan: Pan::parse(PAN).unwrap(),
-            expiry: CardExpiry::parse("2029-07").unwrap(),
+            expiry: Expiry::parse("2029-07").unwrap(),
             name_on_card: Some("ADA LOVELACE".into()),
         };
         let printed = format!("{logs} {counts:?} {card:?} {:?}", f.widget);

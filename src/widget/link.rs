@@ -36,7 +36,7 @@ use secrecy::{ExposeSecret, SecretBox};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::is_identifier;
+use crate::ids::{DateOfBirth, EntityId, KitNo, TenantId};
 
 /// Random bytes in a link id: 128 bits, beyond guessing.
 pub const LINK_ID_BYTES: usize = 16;
@@ -55,70 +55,6 @@ const AAD_LABEL: &[u8] = b"ctp-issuer widget link v1 ";
 /// The CSRF key of a kid is derived from its link-hash key with this label, so that the
 /// two uses of one key can never produce each other's values.
 const CSRF_KEY_LABEL: &[u8] = b"ctp-issuer widget csrf key v1";
-
-/// A date of birth, `YYYY-MM-DD`, a real calendar date from 1900 on. `Debug` hides it: it
-/// is a secret the page checks.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct DateOfBirth {
-    year: u16,
-    month: u8,
-    day: u8,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("date of birth must be a real date written YYYY-MM-DD, from 1900 on")]
-pub struct DateOfBirthError;
-
-impl DateOfBirth {
-    pub fn parse(text: &str) -> Result<Self, DateOfBirthError> {
-        let b = text.as_bytes();
-        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' || !b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit()) {
-            return Err(DateOfBirthError);
-        }
-        let year: u16 = text[..4].parse().map_err(|_| DateOfBirthError)?;
-        let month: u8 = text[5..7].parse().map_err(|_| DateOfBirthError)?;
-        let day: u8 = text[8..].parse().map_err(|_| DateOfBirthError)?;
-        let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
-        let days = match month {
-            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-            4 | 6 | 9 | 11 => 30,
-            2 if leap => 29,
-            2 => 28,
-            _ => return Err(DateOfBirthError),
-        };
-        if year < 1900 || day == 0 || day > days {
-            return Err(DateOfBirthError);
-        }
-        Ok(Self { year, month, day })
-    }
-
-    /// From the page's three fields: a day and a month of one or two digits, a year of
-    /// four. Surrounding spaces are ignored.
-    pub fn from_parts(day: &str, month: &str, year: &str) -> Result<Self, DateOfBirthError> {
-        let (day, month, year) = (day.trim(), month.trim(), year.trim());
-        let digits =
-            |s: &str, lengths: std::ops::RangeInclusive<usize>| lengths.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
-        if !digits(day, 1..=2) || !digits(month, 1..=2) || !digits(year, 4..=4) {
-            return Err(DateOfBirthError);
-        }
-        Self::parse(&format!("{year}-{month:0>2}-{day:0>2}"))
-    }
-
-    fn iso(&self) -> String {
-        format!("{:04}-{:02}-{:02}", self.year, self.month, self.day)
-    }
-
-    /// Whether `other` is the same date, compared without an early exit.
-    pub fn matches(&self, other: &DateOfBirth) -> bool {
-        aws_lc_rs::constant_time::verify_slices_are_equal(self.iso().as_bytes(), other.iso().as_bytes()).is_ok()
-    }
-}
-
-impl fmt::Debug for DateOfBirth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("DateOfBirth(****-**-**)")
-    }
-}
 
 /// The one-time random id of a link. Only its keyed hash leaves this module.
 #[derive(Clone, PartialEq, Eq)]
@@ -181,9 +117,9 @@ pub struct LinkClaims {
     /// The token it was opened from, for the page's hidden field. Not in `Debug`.
     token: String,
     kid: String,
-    tenant: String,
-    entity_id: String,
-    kit_no: String,
+    tenant: TenantId,
+    entity_id: EntityId,
+    kit_no: KitNo,
     dob: Option<DateOfBirth>,
     expires_at: i64,
     link_hash: LinkHash,
@@ -204,13 +140,13 @@ impl fmt::Debug for LinkClaims {
 }
 
 impl LinkClaims {
-    pub fn tenant(&self) -> &str {
+    pub fn tenant(&self) -> &TenantId {
         &self.tenant
     }
-    pub fn entity_id(&self) -> &str {
+    pub fn entity_id(&self) -> &EntityId {
         &self.entity_id
     }
-    pub fn kit_no(&self) -> &str {
+    pub fn kit_no(&self) -> &KitNo {
         &self.kit_no
     }
     /// The date of birth the page must ask for, when the link was issued with one.
@@ -252,11 +188,9 @@ impl LinkInvalid {
     }
 }
 
-/// Why a link could not be issued. Names the field, never its value.
+/// Why a link could not be issued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IssueError {
-    #[error("{0} must be 1 to 64 letters, digits, - or _")]
-    Identifier(&'static str),
     #[error("link lifetime must be between 1 s and one hour")]
     Lifetime,
 }
@@ -381,18 +315,13 @@ impl LinkKeys {
     /// before handing out the URL: a link the database does not know is refused.
     pub fn issue(
         &self,
-        tenant: &str,
-        entity_id: &str,
-        kit_no: &str,
+        tenant: &TenantId,
+        entity_id: &EntityId,
+        kit_no: &KitNo,
         dob: Option<DateOfBirth>,
         now: i64,
         ttl: Duration,
     ) -> Result<IssuedLink, IssueError> {
-        for (name, value) in [("tenant", tenant), ("entity_id", entity_id), ("kit_no", kit_no)] {
-            if !is_identifier(value) {
-                return Err(IssueError::Identifier(name));
-            }
-        }
         if ttl.is_zero() || ttl > super::MAX_LINK_TTL {
             return Err(IssueError::Lifetime);
         }
@@ -400,9 +329,9 @@ impl LinkKeys {
         aws_lc_rs::rand::fill(&mut id.0).expect("system random source");
         let expires_at = now.saturating_add(ttl.as_secs() as i64);
         let sealed = Sealed {
-            t: tenant.to_owned(),
-            e: entity_id.to_owned(),
-            k: kit_no.to_owned(),
+            t: tenant.to_string(),
+            e: entity_id.to_string(),
+            k: kit_no.to_string(),
             d: dob.map(|d| d.iso()),
             l: B64URL.encode(id.0),
             x: expires_at,
@@ -438,12 +367,12 @@ impl LinkKeys {
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| LinkInvalid::INVALID)?;
         let mut buf = Zeroizing::new(ciphertext.to_vec());
         let plain = keys.seal.open_in_place(nonce, Aad::from(aad(kid)), &mut buf).map_err(|_| LinkInvalid::INVALID)?;
-        let mut sealed: Sealed = serde_json::from_slice(plain).map_err(|_| LinkInvalid::INVALID)?;
+        let sealed: Sealed = serde_json::from_slice(plain).map_err(|_| LinkInvalid::INVALID)?;
         // Our own sealing made these; checking them again costs nothing and keeps a
         // mistake elsewhere from reaching the page.
-        if ![&sealed.t, &sealed.e, &sealed.k].iter().all(|v| is_identifier(v)) {
-            return Err(LinkInvalid::INVALID);
-        }
+        let tenant = TenantId::parse(&sealed.t).map_err(|_| LinkInvalid::INVALID)?;
+        let entity_id = EntityId::parse(&sealed.e).map_err(|_| LinkInvalid::INVALID)?;
+        let kit_no = KitNo::parse(&sealed.k).map_err(|_| LinkInvalid::INVALID)?;
         let dob = match &sealed.d {
             Some(d) => Some(DateOfBirth::parse(d).map_err(|_| LinkInvalid::INVALID)?),
             None => None,
@@ -460,9 +389,9 @@ impl LinkKeys {
             token: token.to_owned(),
             kid: kid.to_owned(),
             link_hash: hash_with(kid, &keys.hash, &id),
-            tenant: std::mem::take(&mut sealed.t),
-            entity_id: std::mem::take(&mut sealed.e),
-            kit_no: std::mem::take(&mut sealed.k),
+            tenant,
+            entity_id,
+            kit_no,
             dob,
             expires_at: sealed.x,
         })
@@ -516,6 +445,18 @@ pub(super) mod tests {
         dir
     }
 
+    pub fn tid(id: &str) -> TenantId {
+        TenantId::parse(id).unwrap()
+    }
+
+    pub fn eid(id: &str) -> EntityId {
+        EntityId::parse(id).unwrap()
+    }
+
+    pub fn kno(id: &str) -> KitNo {
+        KitNo::parse(id).unwrap()
+    }
+
     pub fn keys(kid: &str) -> (tempfile::TempDir, LinkKeys) {
         let dir = keys_dir(&[kid]);
         let keys = LinkKeys::load(dir.path(), kid).unwrap();
@@ -529,11 +470,11 @@ pub(super) mod tests {
     #[test]
     fn a_link_opens_with_what_was_sealed_until_it_expires() {
         let (_d, keys) = keys("k1");
-        let link = keys.issue("bank", "cust-1", "kit-1", Some(dob("1990-02-28")), NOW, TTL).unwrap();
+        let link = keys.issue(&tid("bank"), &eid("cust-1"), &kno("kit-1"), Some(dob("1990-02-28")), NOW, TTL).unwrap();
         assert_eq!(link.expires_at, NOW + 300);
         assert!(link.token.as_str().starts_with("k1."));
         let claims = keys.open(link.token.as_str(), NOW).unwrap();
-        assert_eq!((claims.tenant(), claims.entity_id(), claims.kit_no()), ("bank", "cust-1", "kit-1"));
+        assert_eq!((claims.tenant().as_str(), claims.entity_id().as_str(), claims.kit_no().as_str()), ("bank", "cust-1", "kit-1"));
         assert!(claims.dob().unwrap().matches(&dob("1990-02-28")));
         assert!(!claims.dob().unwrap().matches(&dob("1990-02-27")));
         assert_eq!(claims.link_hash(), &link.link_hash);
@@ -548,8 +489,8 @@ pub(super) mod tests {
     #[test]
     fn links_are_unique_and_hold_no_identifiers_in_clear() {
         let (_d, keys) = keys("k1");
-        let a = keys.issue("bank", "cust-1", "kit-0000042", None, NOW, TTL).unwrap();
-        let b = keys.issue("bank", "cust-1", "kit-0000042", None, NOW, TTL).unwrap();
+        let a = keys.issue(&tid("bank"), &eid("cust-1"), &kno("kit-0000042"), None, NOW, TTL).unwrap();
+        let b = keys.issue(&tid("bank"), &eid("cust-1"), &kno("kit-0000042"), None, NOW, TTL).unwrap();
         assert_ne!(a.token, b.token);
         assert_ne!(a.link_hash, b.link_hash);
         assert!(!a.token.as_str().contains("kit-0000042") && !a.token.as_str().contains("cust-1"));
@@ -571,11 +512,11 @@ pub(super) mod tests {
         let dir = keys_dir(&["k1", "k2"]);
         let old = LinkKeys::load(dir.path(), "k1").unwrap();
         let new = LinkKeys::load(dir.path(), "k2").unwrap();
-        let link = old.issue("bank", "c", "k", None, NOW, TTL).unwrap();
+        let link = old.issue(&tid("bank"), &eid("c"), &kno("k"), None, NOW, TTL).unwrap();
         let claims = new.open(link.token.as_str(), NOW).unwrap();
         // Opened by the new ring, the hash is still the one the database recorded.
         assert_eq!(claims.link_hash(), &link.link_hash);
-        assert!(new.issue("bank", "c", "k", None, NOW, TTL).unwrap().token.as_str().starts_with("k2."));
+        assert!(new.issue(&tid("bank"), &eid("c"), &kno("k"), None, NOW, TTL).unwrap().token.as_str().starts_with("k2."));
         // Another deployment's keys open nothing of ours.
         let (_d, other) = keys("k1");
         assert!(other.open(link.token.as_str(), NOW).is_err());
@@ -584,41 +525,8 @@ pub(super) mod tests {
     #[test]
     fn issue_checks_its_inputs() {
         let (_d, keys) = keys("k1");
-        assert_eq!(keys.issue("", "c", "k", None, NOW, TTL).unwrap_err(), IssueError::Identifier("tenant"));
-        assert_eq!(keys.issue("b", "c d", "k", None, NOW, TTL).unwrap_err(), IssueError::Identifier("entity_id"));
-        assert_eq!(keys.issue("b", "c", "k/1", None, NOW, TTL).unwrap_err(), IssueError::Identifier("kit_no"));
-        assert_eq!(keys.issue("b", "c", "k", None, NOW, Duration::ZERO).unwrap_err(), IssueError::Lifetime);
-        assert_eq!(keys.issue("b", "c", "k", None, NOW, Duration::from_secs(3601)).unwrap_err(), IssueError::Lifetime);
-    }
-
-    #[test]
-    fn dates_of_birth_are_real_dates() {
-        assert!(DateOfBirth::parse("2000-02-29").is_ok());
-        assert!(DateOfBirth::parse("1900-01-01").is_ok());
-        for bad in [
-            "1900-02-29",
-            "2023-02-29",
-            "2023-04-31",
-            "2023-13-01",
-            "2023-00-10",
-            "2023-01-00",
-            "1899-12-31",
-            "2023-1-01",
-            "20230101",
-            "2023/01/01",
-            "+023-01-01",
-            "",
-        ] {
-            assert_eq!(DateOfBirth::parse(bad), Err(DateOfBirthError), "{bad:?}");
-        }
-        assert_eq!(format!("{:?}", dob("1990-05-17")), "DateOfBirth(****-**-**)");
-        assert_eq!(DateOfBirth::from_parts("5", "3", "1990"), Ok(dob("1990-03-05")));
-        assert_eq!(DateOfBirth::from_parts(" 17 ", "05", "1990 "), Ok(dob("1990-05-17")));
-        for (d, m, y) in
-            [("31", "4", "1990"), ("", "3", "1990"), ("5", "3", "90"), ("005", "3", "1990"), ("5", "+3", "1990"), ("5", "3", "１９９０")]
-        {
-            assert_eq!(DateOfBirth::from_parts(d, m, y), Err(DateOfBirthError), "{d:?} {m:?} {y:?}");
-        }
+        assert_eq!(keys.issue(&tid("b"), &eid("c"), &kno("k"), None, NOW, Duration::ZERO).unwrap_err(), IssueError::Lifetime);
+        assert_eq!(keys.issue(&tid("b"), &eid("c"), &kno("k"), None, NOW, Duration::from_secs(3601)).unwrap_err(), IssueError::Lifetime);
     }
 
     #[test]
@@ -645,8 +553,8 @@ pub(super) mod tests {
     #[test]
     fn the_development_keys_load() {
         let keys_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("keys");
-        let keys = LinkKeys::load(&keys_dir, "dev-1").unwrap();
-        let link = keys.issue("bank", "c", "k", None, NOW, TTL).unwrap();
+        let keys = LinkKeys::load(&keys_dir, "v1").unwrap();
+        let link = keys.issue(&tid("bank"), &eid("c"), &kno("k"), None, NOW, TTL).unwrap();
         assert!(keys.open(link.token.as_str(), NOW).is_ok());
     }
 
@@ -678,7 +586,7 @@ pub(super) mod tests {
         ) {
             let (_, keys) = shared_keys();
             let dob = dob_on_link.then(|| DateOfBirth::parse("1985-07-04").unwrap());
-            let token = keys.issue("bank", "cust", "kit", dob, NOW, TTL).unwrap().token.as_str().to_owned();
+            let token = keys.issue(&tid("bank"), &eid("cust"), &kno("kit"), dob, NOW, TTL).unwrap().token.as_str().to_owned();
             prop_assert!(keys.open(&token, NOW).is_ok());
             let mut chars: Vec<char> = token.chars().collect();
             let i = index.index(chars.len());

@@ -16,6 +16,8 @@
 //! | [`csrf`] | the double-submit value that binds the reveal to a page we rendered |
 //! | [`page`] | server-rendered HTML and the headers every widget response needs |
 //! | [`flow`] | the page logic over two small traits (the link ledger, the card source) |
+//! | [`sources`] | those traits on the service's parts: the store's `widget_link` table, the registry |
+//! | [`config`] | the `[widget]` section, and the settings and page address made from it |
 //!
 //! ## The flow
 //!
@@ -37,21 +39,26 @@
 //! - The token never holds a card number, and the database never holds the token's
 //!   random link id, only its keyed hash.
 
+pub mod config;
 pub mod csrf;
 pub mod cvv;
 pub mod flow;
 pub mod link;
 pub mod page;
+pub mod sources;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::pan::Pan;
 
-pub use cvv::{CardExpiry, Cvv2, CvvGenerator, SoftwareCvv};
-pub use flow::{CardForDisplay, CardSource, LinkLedger, Widget};
-pub use link::{DateOfBirth, IssuedLink, LinkClaims, LinkHash, LinkKeys};
+pub use config::WidgetConfig;
+pub use csrf::CookieScheme;
+pub use cvv::{Cvv2, CvvGenerator, SoftwareCvv};
+pub use flow::{CardForDisplay, CardSource, IssueLinkError, KitLookup, LinkLedger, Widget};
+pub use link::{IssuedLink, LinkClaims, LinkHash, LinkKeys};
 pub use page::{Branding, FormAction, FrameAncestors, PageResponse};
+pub use sources::{RegistryCards, StoreLedger};
 
 /// How long a link lives unless configured otherwise: M2P's documented default.
 pub const DEFAULT_LINK_TTL: Duration = Duration::from_secs(5 * 60);
@@ -63,8 +70,9 @@ pub const MAX_LINK_TTL: Duration = Duration::from_secs(60 * 60);
 /// Wrong dates of birth a link survives: the third wrong one burns it.
 pub const MAX_DOB_TRIES: u8 = 3;
 
-/// What the page logic needs from configuration. The lead maps the `widget.*` settings
-/// onto it; [`WidgetSettings::check`] refuses values that would make the page unsafe.
+/// What the page logic needs from configuration: made from the `[widget]` section and
+/// the tenants' branding by [`WidgetConfig::settings`]; [`WidgetSettings::check`] refuses
+/// values that would make the page unsafe.
 #[derive(Debug, Clone)]
 pub struct WidgetSettings {
     /// How long an issued link may be used (`widget.link_ttl`).
@@ -79,6 +87,8 @@ pub struct WidgetSettings {
     /// Whether the details page offers a "Copy card number" button (`widget.copy_button`).
     /// The page works the same without it, and without JavaScript.
     pub copy_button: bool,
+    /// The CSRF cookie's form: by whether the cardholder reaches the page over HTTPS.
+    pub cookie: CookieScheme,
     /// Per-tenant display name and accent colour; tenants not listed get the default.
     pub branding: BTreeMap<String, Branding>,
 }
@@ -91,6 +101,7 @@ impl Default for WidgetSettings {
             frame_ancestors: FrameAncestors::none(),
             form_action: FormAction::default(),
             copy_button: true,
+            cookie: CookieScheme::Https,
             branding: BTreeMap::new(),
         }
     }
@@ -118,13 +129,6 @@ impl WidgetSettings {
     }
 }
 
-/// Tenant ids, entity ids and kit numbers: the registry's rule, 1 to 64 letters, digits,
-/// `-` or `_`. Checked again here because these values go into tokens and into the key
-/// file lookup.
-pub(crate) fn is_identifier(value: &str) -> bool {
-    !value.is_empty() && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 /// The card number's digits, for the two widget uses: the CVV computation and the
 /// details page shown to the cardholder. `Pan` offers its digits only through
 /// `expose_for_network`, whose contract names the network request; this page is the
@@ -137,15 +141,6 @@ pub(crate) fn pan_digits(pan: &Pan) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identifiers_follow_the_registry_rule() {
-        assert!(is_identifier("kit-0001_A"));
-        assert!(!is_identifier(""));
-        assert!(!is_identifier(&"a".repeat(65)));
-        assert!(!is_identifier("a.b"));
-        assert!(!is_identifier("a b"));
-    }
 
     #[test]
     fn settings_refuse_unsafe_lifetimes() {

@@ -28,7 +28,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use http::StatusCode;
 use http::header::{self, HeaderName, HeaderValue};
 
-use super::cvv::{CardExpiry, Cvv2};
+use super::cvv::Cvv2;
+use crate::ids::Expiry;
 use crate::pan::Pan;
 
 /// `text` made safe for HTML text and for double-quoted attribute values: `&`, `<`, `>`,
@@ -489,7 +490,7 @@ autocomplete=\"bday-{part}\" required{invalid}{focus}></div>"
 
 /// The details: card number in groups of four, expiry `MM/YY`, CVV2, and the name on the
 /// card when known.
-pub fn details(ctx: &PageContext<'_>, pan: &Pan, expiry: CardExpiry, name_on_card: Option<&str>, cvv: &Cvv2) -> Html {
+pub fn details(ctx: &PageContext<'_>, pan: &Pan, expiry: Expiry, name_on_card: Option<&str>, cvv: &Cvv2) -> Html {
     let digits = super::pan_digits(pan);
     let mut groups = String::new();
     for (i, chunk) in digits.as_bytes().chunks(4).enumerate() {
@@ -648,7 +649,7 @@ mod tests {
         let branding = Branding::new(Some("Example Bank"), Some("#0b6e4f")).unwrap();
         let pan = Pan::parse("4111111111111111").unwrap();
         let html =
-            details(&ctx(&branding), &pan, CardExpiry::parse("2029-07").unwrap(), Some("A CARDHOLDER"), &Cvv2::from_digits("042").unwrap());
+            details(&ctx(&branding), &pan, Expiry::parse("2029-07").unwrap(), Some("A CARDHOLDER"), &Cvv2::from_digits("042").unwrap());
         let style_hash = csp_hash(element(html.body(), "style"));
         let script_hash = csp_hash(element(html.body(), "script"));
         let response = html.into_response(&FrameAncestors::none(), None);
@@ -671,7 +672,7 @@ frame-ancestors 'none'; require-trusted-types-for 'script'; trusted-types 'none'
         assert!(!response.body.contains("http://") && !response.body.contains("https://") && !response.body.contains("url("));
         // Without the copy button there is no script and no script-src.
         let plain = PageContext { copy_button: false, ..ctx(&branding) };
-        let html = details(&plain, &pan, CardExpiry::parse("2029-07").unwrap(), None, &Cvv2::from_digits("042").unwrap());
+        let html = details(&plain, &pan, Expiry::parse("2029-07").unwrap(), None, &Cvv2::from_digits("042").unwrap());
         assert!(!html.body().contains("<script"));
         let response = html.into_response(&FrameAncestors::parse(&["https://app.bank.example"]).unwrap(), None);
         let csp = header(&response, "content-security-policy")[0];
@@ -684,7 +685,7 @@ frame-ancestors 'none'; require-trusted-types-for 'script'; trusted-types 'none'
         let branding = Branding::default();
         let pan = Pan::parse("4111111111111111").unwrap();
         let html =
-            details(&ctx(&branding), &pan, CardExpiry::parse("2029-07").unwrap(), Some("Ada O'Neil"), &Cvv2::from_digits("042").unwrap());
+            details(&ctx(&branding), &pan, Expiry::parse("2029-07").unwrap(), Some("Ada O'Neil"), &Cvv2::from_digits("042").unwrap());
         let body = html.body();
         assert!(body.contains("<dd class=\"pan\"><span>4111</span> <span>1111</span> <span>1111</span> <span>1111</span></dd>"), "{body}");
         assert!(body.contains("<dd>07/29</dd>") && body.contains("<dd>042</dd>") && body.contains("<dd>Ada O&#39;Neil</dd>"));
@@ -693,7 +694,7 @@ frame-ancestors 'none'; require-trusted-types-for 'script'; trusted-types 'none'
         assert!(body.contains("<div class=\"copy\" id=\"copy-box\" hidden><button type=\"button\" id=\"copy\">"));
         // A 19-digit number ends with a group of three.
         let long = Pan::parse("4000000000000000006").unwrap();
-        let html = details(&ctx(&branding), &long, CardExpiry::parse("2029-07").unwrap(), None, &Cvv2::from_digits("100").unwrap());
+        let html = details(&ctx(&branding), &long, Expiry::parse("2029-07").unwrap(), None, &Cvv2::from_digits("100").unwrap());
         assert!(html.body().contains("<span>0000</span> <span>006</span></dd>"));
         assert!(!html.body().contains("Name on card"));
         assert!(!format!("{:?}", html.clone().into_response(&FrameAncestors::none(), None)).contains("4000"));
