@@ -421,7 +421,9 @@ mod tests {
         }
         let mut c = Config::default();
         c.listen.internal = c.listen.public;
-        assert!(c.validate().unwrap_err().to_string().contains("listen.public, listen.internal, listen.admin and listen.widget must differ"));
+        assert!(
+            c.validate().unwrap_err().to_string().contains("listen.public, listen.internal, listen.admin and listen.widget must differ")
+        );
     }
 
     #[test]
@@ -445,7 +447,10 @@ mod tests {
         assert!(from_env(&[off_loopback, ("CTP_WIDGET_PUBLIC_URL", "https://cards.bank.example/card-details")]).is_ok());
         assert!(from_env(&[off_loopback, ("CTP_WIDGET_ENABLED", "false")]).is_ok());
         let err = refused("", &[("CTP_WIDGET_LINK_TTL", "2h"), ("CTP_WIDGET_TLS_KEY", "/tls/widget.key")]);
-        assert!(err.contains("widget.link_ttl must be between 1s and 3600s") && err.contains("widget.tls_cert and widget.tls_key"), "{err}");
+        assert!(
+            err.contains("widget.link_ttl must be between 1s and 3600s") && err.contains("widget.tls_cert and widget.tls_key"),
+            "{err}"
+        );
     }
 
     #[test]
