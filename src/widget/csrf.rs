@@ -39,11 +39,12 @@ use super::link::{LinkClaims, LinkKeys};
 ///
 /// Over HTTPS it is `__Host-ctp-widget-csrf`, `Secure`: the prefix makes browsers refuse
 /// it unless it is `Secure`, has `Path=/` and no `Domain`, so a sibling host cannot plant
-/// one. Over plain HTTP (the loopback development default) a browser will not store a
-/// `Secure` cookie (Firefox and Safari refuse it on `http://127.0.0.1`, and the `__Host-`
-/// prefix requires it), so the cookie would never come back and every press would fail
-/// the check: there it is `ctp-widget-csrf`, without `Secure`. The MAC, not the prefix,
-/// is what makes a planted cookie useless, so the check is as strong either way.
+/// one. Over plain HTTP (the loopback development default) it is `ctp-widget-csrf`,
+/// without `Secure`: a browser stores a `Secure` cookie only from what it counts as a
+/// secure origin. Chromium counts `http://127.0.0.1`, not every browser does, and none
+/// counts a plain-http address of another host; where the cookie is dropped, every press
+/// would fail the check. The MAC, not the prefix, is what makes a planted cookie useless,
+/// so the check is as strong either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CookieScheme {
     Https,
