@@ -5,8 +5,10 @@
 //! an expired link and a tampered one get the same 410 page; a wrong date of birth three
 //! times burns the link; another tenant's kit is not found; of concurrent presses exactly
 //! one shows the details. Neither the card number nor the link is ever in the database.
+//! And once in a real browser, headless Chromium at phone size.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use ctp_issuer::config::{Config, TenantConfig, TenantsConfig};
@@ -22,6 +24,7 @@ use crate::support::api::{Api, profile};
 use crate::support::cards::{CARD_1, CARD_2};
 use crate::support::dump::Dump;
 use crate::support::http::{Reply, request};
+use crate::support::webdriver::{Browser, Viewport, png_size};
 use crate::support::{TestDb, TestServer, dev_keys, until};
 
 const TENANT: &str = "DEMOBANK";
@@ -372,3 +375,72 @@ db_test!(switched_off_there_is_no_page_and_no_link, |db: TestDb| async move {
     assert_eq!((reply.status, reply.code()), (StatusCode::NOT_FOUND, "Y404".into()));
     server.stop().await;
 });
+
+/// The page in a real browser, headless Chromium at phone size (375 CSS pixels wide, as an
+/// iPhone's web view): the stylesheet and the copy button's script run under the CSP, the
+/// CSRF cookie of a plain-http page comes back, the press shows the number, expiry and
+/// CVV2, nothing scrolls sideways; a screenshot is saved (`CTP_WIDGET_SCREENSHOT=PATH`
+/// writes it there too, which is how `docs/card-details-375.png` is made). Then the same
+/// at desktop size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_phone_sized_browser() {
+    let Some(phone) = Browser::start(Viewport { width: 375, height: 812, pixel_ratio: 2 }).await else { return };
+    let db = TestDb::sqlite();
+    let (server, api, _) = start(&db, |c| {
+        c.tenants = TenantsConfig(vec![TenantConfig {
+            id: TENANT.into(),
+            bins: vec!["411111".parse().unwrap()],
+            display_name: Some("Demo Bank".into()),
+            accent_color: None,
+            d1_issuer_id: None,
+        }]);
+    })
+    .await;
+    let url = link(&api, "ENT-1", "KIT-1").await;
+    phone.go(&url).await;
+    assert_eq!(phone.title().await, "Your card details – Demo Bank");
+    // The one inline stylesheet is allowed by its hash: the button has the accent colour.
+    let background = phone.run("return getComputedStyle(document.querySelector('button')).backgroundColor").await;
+    assert_eq!(background, "rgb(31, 79, 184)", "the page's style did not apply under its CSP");
+    phone.find("button[type=submit]").await.click().await;
+    until("the details page", Duration::from_secs(20), || async {
+        (phone.run("return document.querySelector('.pan') !== null").await == true).then_some(())
+    })
+    .await;
+    // What the cardholder reads: the number in groups of four, MM/YY, the CVV2, the name.
+    assert_eq!(phone.find(".pan").await.text().await, "4111 1111 1111 1111");
+    let values = phone.run("return Array.from(document.querySelectorAll('dd')).map(function (e) { return e.textContent; })").await;
+    assert_eq!(values, json!(["ALEX MILLER", "4111 1111 1111 1111", "01/30", cvv_of(&server, CARD_1)]));
+    let groups = phone.run("return document.querySelectorAll('.pan span').length").await;
+    assert_eq!(groups, 4, "a screen reader reads the number as four groups");
+    // The copy button's script ran (it shows the button), under `script-src` by hash.
+    assert!(phone.find("#copy").await.displayed().await, "the copy button is shown only when its script runs");
+    let width = phone.run("return document.documentElement.scrollWidth").await;
+    assert!(width.as_u64().unwrap() <= 375, "the page scrolls sideways at 375 px: {width}");
+    let png = phone.screenshot().await;
+    assert_eq!(png_size(&png), (750, 1624), "a 375 × 812 viewport at 2 device pixels per CSS pixel");
+    let saved = Path::new(env!("CARGO_TARGET_TMPDIR")).join("card-details-375.png");
+    std::fs::write(&saved, &png).unwrap();
+    if let Ok(path) = std::env::var("CTP_WIDGET_SCREENSHOT") {
+        std::fs::write(&path, &png).unwrap();
+    }
+    eprintln!("screenshot: {}", saved.display());
+    // The link was used: opening it again shows the one refusal.
+    phone.go(&url).await;
+    assert_eq!(phone.title().await, GONE_TITLE);
+    phone.quit().await;
+
+    // At desktop size the card sits in a column of at most 32rem.
+    let Some(desktop) = Browser::start(Viewport { width: 1280, height: 800, pixel_ratio: 1 }).await else { return };
+    desktop.go(&link(&api, "ENT-1", "KIT-1").await).await;
+    desktop.find("button[type=submit]").await.click().await;
+    until("the details page", Duration::from_secs(20), || async {
+        (desktop.run("return document.querySelector('.pan') !== null").await == true).then_some(())
+    })
+    .await;
+    let main = desktop.run("return document.querySelector('main').getBoundingClientRect().width").await;
+    assert!(main.as_f64().unwrap() <= 512.0, "main is {main} px wide");
+    assert_eq!(desktop.find(".pan").await.text().await, "4111 1111 1111 1111");
+    desktop.quit().await;
+    server.stop().await;
+}
