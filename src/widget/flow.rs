@@ -978,6 +978,57 @@ mod tests {
         assert!(RevealForm::parse(&vec![b'x'; MAX_FORM_BYTES + 1]).is_none());
     }
 
+    proptest::proptest! {
+        /// Any body is read without a panic, refused only when longer than the limit; and
+        /// whatever it holds, with any cookie, a reveal with it is the one 410 page (no
+        /// body made without our key carries a token that opens).
+        #[test]
+        fn any_form_body_is_read_without_a_panic(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..MAX_FORM_BYTES + 64),
+            cookie in proptest::option::of("\\PC{0,80}"),
+        ) {
+            let form = RevealForm::parse(&body);
+            proptest::prop_assert_eq!(form.is_some(), body.len() <= MAX_FORM_BYTES);
+            if let Some(form) = &form {
+                let _ = form.dob();
+            }
+            let (f, rt) = shared_fixture();
+            let page = rt.block_on(f.widget.reveal(&body, cookie.as_deref(), NOW + 10));
+            proptest::prop_assert_eq!(page.status, StatusCode::GONE);
+        }
+
+        /// What a browser's form serialiser writes is read back as written, whatever the
+        /// fields hold and whatever other fields come with them.
+        #[test]
+        fn written_forms_read_back(
+            token in "\\PC{0,300}",
+            csrf in "\\PC{0,120}",
+            (day, month, year) in ("[0-9 ]{0,3}", "[0-9]{0,3}", "[0-9]{0,5}"),
+            noise in proptest::collection::vec(("[a-z-]{1,10}", "\\PC{0,20}"), 0..4),
+        ) {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            for (name, value) in &noise {
+                if !["t", "csrf", "dob-day", "dob-month", "dob-year"].contains(&name.as_str()) {
+                    form.append_pair(name, value);
+                }
+            }
+            form.append_pair("t", &token).append_pair("csrf", &csrf);
+            form.append_pair("dob-day", &day).append_pair("dob-month", &month).append_pair("dob-year", &year);
+            let body = form.finish();
+            proptest::prop_assume!(body.len() <= MAX_FORM_BYTES);
+            let read = RevealForm::parse(body.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(read.token(), Some(token.as_str()));
+            proptest::prop_assert_eq!(read.csrf.as_deref(), Some(csrf.as_str()));
+            proptest::prop_assert_eq!(read.dob(), DateOfBirth::from_parts(&day, &month, &year).ok());
+        }
+    }
+
+    /// One fixture and one runtime for every case of the properties above.
+    fn shared_fixture() -> &'static (Fixture, tokio::runtime::Runtime) {
+        static SHARED: std::sync::OnceLock<(Fixture, tokio::runtime::Runtime)> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| (fixture(with_dob()), tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()))
+    }
+
     /// Whether `needle` occurs in `hay` with no letter or digit right before or after it.
     fn contains_word(hay: &str, needle: &str) -> bool {
         hay.match_indices(needle).any(|(i, _)| {
