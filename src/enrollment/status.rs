@@ -20,7 +20,7 @@ pub fn trace_may_become(from: TraceStatus, next: TraceStatus) -> bool {
 /// Why an operation may not start. Each maps to a stable API error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    /// Seed 000's `Y109`: the entity has no ACTIVE Click to Pay registration.
+    /// M2P's `Y109`: the entity has no ACTIVE Click to Pay registration.
     #[error("Not a registered Customer")]
     NotRegistered,
     #[error("Customer is already registered on Click to Pay")]

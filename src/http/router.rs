@@ -3,8 +3,6 @@
 //! metrics are labelled by name, never by the raw path (which would carry ids and let any
 //! caller grow the label set without bound).
 
-use http::Method;
-
 /// A routing table mapping paths to route values of type `R`.
 pub struct Router<R> {
     inner: matchit::Router<R>,
@@ -39,9 +37,4 @@ impl<R> Routed<'_, R> {
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
-}
-
-/// Whether `method` is one of `allowed` (for a 405 with an `Allow` header otherwise).
-pub fn method_allowed(method: &Method, allowed: &[Method]) -> bool {
-    allowed.contains(method)
 }

@@ -20,7 +20,7 @@ use crate::visa::VerifiedNotification;
 /// Event type of a recorded Visa notification.
 pub const CTP_ENROLLMENT_ATTEMPT: &str = "CTP_ENROLLMENT_ATTEMPT";
 
-/// Seed 003's message envelope.
+/// M2P's lifecycle documentation's message envelope.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Notification<T: Serialize> {
@@ -106,12 +106,12 @@ pub struct RequestFailureData<'a> {
     pub tenant: &'a str,
 }
 
-/// Seed 003's message for a request that succeeded.
+/// M2P's lifecycle documentation's message for a request that succeeded.
 pub fn request_success_payload(event: &'static str, data: RequestSuccessData<'_>) -> String {
     message(event, data.tenant, data)
 }
 
-/// Seed 003's message for a request that failed.
+/// M2P's lifecycle documentation's message for a request that failed.
 pub fn request_failure_payload(event: &'static str, data: RequestFailureData<'_>) -> String {
     message(event, data.tenant, data)
 }

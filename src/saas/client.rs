@@ -373,8 +373,8 @@ fn describe(e: &reqwest::Error) -> String {
     scrub(&text)
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is read as "now"; the SaaS contract uses
-/// seconds).
+/// `Retry-After`, in either of its forms (RFC 9110 §10.2.3): delay seconds, or an
+/// HTTP-date (a date already past means at once).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
     match value.parse::<u64>() {

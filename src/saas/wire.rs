@@ -1,104 +1,13 @@
-//! The JSON contract between us and the Click to Pay SaaS layer.
+//! The JSON contract between us and the Click to Pay SaaS layer, as types.
 //!
-//! The SaaS's own payloads are not public, so these are ours (`docs/saas.md`), modelled on
-//! Visa's VICA issuer API so that a SaaS built on VICA maps them field for field. Every name below is the JSON name; bodies are UTF-8 JSON, unknown fields are
+//! The SaaS's own payloads are not public, so these are ours, modelled on Visa's VICA
+//! issuer API so that a SaaS built on VICA maps them field for field. `docs/saas.md` is the
+//! contract in prose (endpoints, headers, examples, error codes, callbacks); this module is
+//! the one copy of it in code. Every field name below is the JSON name; unknown fields are
 //! ignored on reading, optional fields are left out when empty.
 //!
-//! # Requests
-//!
-//! Every request carries the headers
-//!
-//! | header | |
-//! | --- | --- |
-//! | `X-TENANT-ID` | the tenant (required) |
-//! | `x-correlation-id` | passed through from our caller, when it sent one |
-//! | `Authorization: Bearer <api key>` | when `saas.api_key` is configured |
-//!
-//! The six operations ([`endpoint`]) take a [`SaasRequest`]:
-//!
-//! | endpoint | method | event | what the request must hold |
-//! | --- | --- | --- | --- |
-//! | `/addCustomerAndPaymentInstrument` | POST | `CTP_REGISTER_ENTITY_AND_KIT` | consumer with firstName, lastName, locale, countryCode, an email or a phone; ≥1 card with accountNumber and expirationDate |
-//! | `/addPaymentInstrument` | POST | `CTP_ADD_KIT` | externalConsumerID; ≥1 card with accountNumber and expirationDate |
-//! | `/removeCustomer` | POST | `CTP_REMOVE_ENTITY` | externalConsumerID |
-//! | `/removePaymentInstrument` | POST | `CTP_REMOVE_KIT` | externalConsumerID; ≥1 card (externalInstrumentID only) |
-//! | `/updateCustomerData` | PUT | `CTP_UPDATE_ENTITY` | externalConsumerID and the fields that change |
-//! | `/updatePaymentInstrument` | PUT | `CTP_UPDATE_KIT` | externalConsumerID; ≥1 card with the fields that change |
-//!
-//! ```json
-//! {
-//!   "requestId": "0b0d5c1e-…",
-//!   "intent": {"type": "PRODUCT_CODE", "value": "CLICK_TO_PAY"},
-//!   "consumerInformation": {
-//!     "externalConsumerID": "f25a9f38-682b-4094-b6e4-9671d500c49b",
-//!     "firstName": "Jane", "middleName": "Q", "lastName": "Doe",
-//!     "emails": ["jane@example.com"], "phones": ["+14155550100"],
-//!     "locale": "en_US", "countryCode": "USA",
-//!     "nationalIdentifiers": [{"type": "PASSPORT", "value": "X1234567"}],
-//!     "consent": {"timeOfConsent": "2026-01-31T10:00:00.000Z", "version": "1.0", "presenter": "ISSUER"}
-//!   },
-//!   "paymentInstruments": [{
-//!     "type": "CARD", "externalInstrumentID": "12346535", "accountNumber": "4111111111111111",
-//!     "nameOnCard": "JANE DOE", "expirationDate": "2029-12",
-//!     "billingAddress": {"addressLine1": "1 Main St", "city": "San Francisco", "state": "CA",
-//!                        "postalCode": "94105", "country": "USA"}
-//!   }],
-//!   "clickToPayCustomerId": "86e9d8c0-…"
-//! }
-//! ```
-//!
-//! `requestId` is our idempotency key (a UUID, kept with our request trace): **the SaaS must
-//! answer a repeat of a `requestId` with the `requestTraceId` of the first request and do
-//! nothing else.** That is what makes our retries safe. `externalConsumerID` is our
-//! `entityId`, `externalInstrumentID` our `kitNo`; `clickToPayCustomerId` is sent once we
-//! know it.
-//!
-//! Limits (Visa's): names ≤ 35 characters, ≤ 5 emails, ≤ 5 phones, `locale` like `en_US`,
-//! `countryCode` and `billingAddress.country` ISO 3166 alpha-3, `city` ≤ 32, `postalCode`
-//! ≤ 9, `expirationDate` `YYYY-MM`, and none of `[ ] { } : & $ ^ ! = ; * #`, backtick,
-//! `< > "`, `@` in a billing address.
-//!
-//! # Answers to an operation
-//!
-//! | status | body | meaning |
-//! | --- | --- | --- |
-//! | 202 | [`Accepted`] `{requestTraceId}` | accepted; the result comes later by callback or `/status` |
-//! | 400 | [`ErrorBody`] `VIDC-1000` | malformed request (not JSON, wrong intent, reused `requestId` with another body) |
-//! | 400 | `VIDC-1001` | a required field is missing |
-//! | 400 | `VIDC-1002` | a field is too long, or a list too long |
-//! | 400 | `VIDC-1003` | a field has a bad format or value (country, locale, date, card number, characters) |
-//! | 401 | `UNAUTHORIZED` | missing or wrong API key |
-//! | 409 | `VIDC-3000` | another consumer-level operation for this consumer is in progress |
-//! | 429 | — | slow down; `Retry-After` (seconds) says for how long |
-//! | 500 | `VIDC-5000` | service error; retry with the same `requestId` |
-//!
-//! Business refusals are **asynchronous**: the request is accepted (202) and completes
-//! `FAILED` with one of the codes in [`code`] (already enrolled, not enrolled, expired, not
-//! a Visa card, …).
-//!
-//! # Polling: `GET /status?requestTraceId=…`
-//!
-//! `200` [`RequestStatus`], or `404` [`ErrorBody`] (`NOT_FOUND`) when the SaaS does not know
-//! the trace for this tenant.
-//!
-//! ```json
-//! {"requestTraceId": "451562ba-…", "requestId": "0b0d5c1e-…", "event": "CTP_ADD_KIT",
-//!  "status": "COMPLETED",
-//!  "outcome": {"result": "FAILED", "clickToPayCustomerId": "86e9d8c0-…",
-//!              "paymentInstruments": [{"externalInstrumentID": "12346535", "result": "FAILED", "errorCode": "VIDC-2004"}],
-//!              "error": {"errorCode": "VIDC-2004", "message": "card already exists"}}}
-//! ```
-//!
-//! # Profile: `GET /getData?externalConsumerID=…`
-//!
-//! `200` [`Profile`], or `404` [`ErrorBody`] `VIDC-2001` when the consumer was never enrolled.
-//! A removed consumer is still answered, with status `REMOVED`.
-//!
-//! # Callback (SaaS → us): `POST <callback url>`
-//!
-//! Body [`Callback`], signed per [`crate::webhook`] (`webhook-id`, `webhook-timestamp`,
-//! `webhook-signature`). One callback per completed request; it may arrive more than once
-//! (same `webhook-id`), late, out of order, or not at all — `/status` is the truth.
+//! Text the SaaS sends back is outside bytes: it reaches our records only through
+//! `outside`, which scrubs anything that could be a card number.
 
 use serde::{Deserialize, Serialize};
 

@@ -18,7 +18,7 @@
 //! notifications), [`idempotency`], [`outbox`], [`widget`] (the card-details page's
 //! one-time links). How SQLite is reached (one writer thread,
 //! readers on the caller's thread, a checkpointer, the migrator) is explained in
-//! [`sqlite`]; PostgreSQL is a sqlx pool ([`postgres`]).
+//! `sqlite`; PostgreSQL is a sqlx pool (`postgres`).
 //!
 //! Times are epoch milliseconds (BIGINT) in both schemas.
 

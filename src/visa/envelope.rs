@@ -21,7 +21,7 @@ use super::keys::{JWE_ALGORITHMS, JWE_ENCRYPTIONS, VisaKeyRing};
 use super::payload::EnrollmentAttempt;
 use crate::pan::PanKeys;
 
-/// Seed 001: `encryptedData` is at most 7000 characters.
+/// Visa's notification documentation: `encryptedData` is at most 7000 characters.
 pub const MAX_ENCRYPTED_DATA_CHARS: usize = 7000;
 
 /// Characters of the JWS payload decoded to find the inner JWE's header: 3072 bytes,

@@ -419,7 +419,10 @@ fn deployment_and_configmap_make_a_configuration_the_service_accepts() {
     for file in [format!("widget/link-{kid}.key"), format!("widget/linkhash-{kid}.key")] {
         assert!(key_paths.contains(&file.as_str()), "{file}: the current link keys (the service does not start without them)");
     }
-    assert!(key_paths.iter().any(|p| p.starts_with("cvk/")), "a tenant's card verification key");
+    for tenant in config.tenants.iter() {
+        let cvk = format!("cvk/{}.key", tenant.id);
+        assert!(key_paths.contains(&cvk.as_str()), "{cvk}: tenant {}'s card verification key", tenant.id);
+    }
     assert!(config.widget.public_url.as_deref().is_some_and(|u| u.starts_with("https://")), "the page's public https address");
     let jwks = config.auth.jwks_file.as_ref().expect("internal API tokens verified with a JWKS");
     let jwks_in_keys = jwks.strip_prefix(&keys_dir).expect("the JWKS file is in the keys mount");

@@ -41,7 +41,7 @@ db_test!(full_walk_register_add_remove_profile, |db: TestDb| async move {
     let (_, status) = api.op("fetchRequestStatus", json!({"requestTraceId": trace_id})).await;
     assert_eq!(status["result"]["status"], "SUCCESS");
 
-    // Seed 003's success payload, field by field.
+    // M2P's lifecycle documentation's success payload, field by field.
     let ev = server.events(CtpEvent::RegisterEntityAndKit).await;
     assert_eq!(ev.len(), 1);
     let d = &ev[0]["serverNotifyData"];

@@ -491,7 +491,7 @@ db_test!(payloads_match_the_lifecycle_documentation_field_by_field, |db: TestDb|
         "CTP_ENROLLMENT_ATTEMPT",
     );
 
-    // Seed 003's two examples: the payloads our code builds for them reach the queue with
+    // M2P's lifecycle documentation's two examples: the payloads our code builds for them reach the queue with
     // exactly the documentation's fields and values.
     let success = json!({
         "business": "ENBDTABBY",

@@ -110,7 +110,7 @@ enum BenchCommand {
     /// Write fresh keys and cards for a server under test (and optionally pre-build
     /// notifications). Replaces whatever the directory held before.
     Prepare {
-        /// Directory to fill: keys/, kits.csv, bodies-<mode>.jsonl.
+        /// Directory to fill: `keys/`, `kits.csv`, `bodies-<mode>.jsonl`.
         #[arg(long)]
         dir: PathBuf,
         /// Distinct Luhn-valid cards to generate (one kit each).

@@ -97,7 +97,7 @@ impl Raw {
     }
 }
 
-/// Seed 003's success notification, with this tenant and request trace id.
+/// M2P's lifecycle documentation's success notification, with this tenant and request trace id.
 pub fn success_payload(tenant: &str, request_trace_id: &str) -> String {
     serde_json::json!({
         "business": tenant,
