@@ -23,9 +23,9 @@ use crate::db_test;
 use crate::support::api::{Api, profile};
 use crate::support::cards::{CARD_1, CARD_2};
 use crate::support::dump::Dump;
-use crate::support::http::{Reply, request};
+use crate::support::http::{Reply, request, request_tls};
 use crate::support::webdriver::{Browser, Viewport, png_size};
-use crate::support::{TestDb, TestServer, dev_keys, until};
+use crate::support::{TestDb, TestServer, dev_keys, repo, until};
 
 const TENANT: &str = "DEMOBANK";
 const GONE_TITLE: &str = "This link has expired or was already used";
@@ -52,7 +52,7 @@ async fn link(api: &Api, entity: &str, kit: &str) -> String {
 
 /// The path and query of a link, as sent to the widget listener.
 fn path_of(url: &str) -> &str {
-    let rest = url.strip_prefix("http://").expect("a plain http link on loopback");
+    let rest = url.split_once("://").expect("an absolute link").1;
     &rest[rest.find('/').unwrap()..]
 }
 
@@ -365,6 +365,41 @@ db_test!(links_need_an_expiry_and_are_never_replayed, |db: TestDb| async move {
     assert_eq!((put.status, header(&put, "allow")), (StatusCode::METHOD_NOT_ALLOWED, "GET, POST"));
     server.stop().await;
 });
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_cookie_is_host_prefixed_and_secure() {
+    let tls = repo().join("fixtures/tls");
+    let db = TestDb::sqlite();
+    let (server, api, widget) = start(&db, |c| {
+        c.widget.tls_cert = Some(tls.join("server.pem"));
+        c.widget.tls_key = Some(tls.join("server.key"));
+        c.widget.public_url = Some("https://cards.bank.example/card-details".into());
+    })
+    .await;
+    let url = link(&api, "ENT-1", "KIT-1").await;
+    assert!(url.starts_with("https://cards.bank.example/card-details?t=v1."), "links name the public address: {url}");
+    let ca = tls.join("ca.pem");
+    let page = request_tls(widget, "localhost", &ca, Method::GET, path_of(&url), &[], "").await.unwrap();
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    let set_cookie = header(&page, "set-cookie");
+    assert!(set_cookie.starts_with("__Host-ctp-widget-csrf=") && set_cookie.contains("; Secure;"), "{set_cookie}");
+    let body = page.text();
+    let visit = Visit { cookie: set_cookie.split(';').next().unwrap().to_owned(), token: hidden(&body, "t"), csrf: hidden(&body, "csrf") };
+    // The plain-http cookie's name is not ours here.
+    let plain_cookie = visit.cookie.replace("__Host-ctp-widget-csrf", "ctp-widget-csrf");
+    let form_type = ("content-type", "application/x-www-form-urlencoded");
+    let press_tls = |cookie: String| {
+        let (ca, form) = (ca.clone(), form(&visit, None));
+        async move {
+            request_tls(widget, "localhost", &ca, Method::POST, "/card-details", &[form_type, ("cookie", &cookie)], form).await.unwrap()
+        }
+    };
+    assert_eq!(press_tls(plain_cookie).await.status, StatusCode::FORBIDDEN);
+    assert_details(&server, &press_tls(visit.cookie.clone()).await, CARD_1);
+    // Plain HTTP on the TLS port gets nowhere.
+    assert!(crate::support::http::try_request(widget, Method::GET, path_of(&url), &[], "").await.is_err());
+    server.stop().await;
+}
 
 db_test!(switched_off_there_is_no_page_and_no_link, |db: TestDb| async move {
     let server = TestServer::start(&db, |c| c.widget.enabled = false).await;
