@@ -43,7 +43,7 @@ pub async fn details_url(call: &Call<'_>) -> Result<Response, ApiError> {
         IssueLinkError::NoEntity => ApiError::new(ErrorCode::EntityNotFound),
         IssueLinkError::NoKit => ApiError::new(ErrorCode::KitNotFound),
         e @ (IssueLinkError::NoExpiry | IssueLinkError::DobRequired) => ApiError::with(ErrorCode::InvalidRequest, e.to_string()),
-        e @ (IssueLinkError::Input(_) | IssueLinkError::Ledger(_) | IssueLinkError::Cards(_)) => internal(e),
+        e @ (IssueLinkError::NoCvk | IssueLinkError::Input(_) | IssueLinkError::Ledger(_) | IssueLinkError::Cards(_)) => internal(e),
     })?;
     let expires = UNIX_EPOCH + Duration::from_secs(u64::try_from(issued.expires_at).unwrap_or(0));
     let expires_at = humantime_serde::re::humantime::format_rfc3339_seconds(expires).to_string();

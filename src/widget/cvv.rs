@@ -76,6 +76,13 @@ pub enum CvvError {
 pub trait CvvGenerator: Send + Sync {
     /// The CVV2 of `pan` expiring `expiry`, with `tenant`'s card verification key.
     fn cvv2(&self, tenant: &TenantId, pan: &Pan, expiry: Expiry) -> impl Future<Output = Result<Cvv2, CvvError>> + Send;
+
+    /// Whether `tenant` has a key at all, asked before a link is issued so that no link is
+    /// handed out that could only fail. An implementation that cannot tell says `true`.
+    fn has_key(&self, tenant: &TenantId) -> bool {
+        let _ = tenant;
+        true
+    }
 }
 
 /// One tenant's double-length CVK, kept as the two 24-byte three-key schedules OpenSSL's
@@ -156,6 +163,10 @@ impl SoftwareCvv {
 impl CvvGenerator for SoftwareCvv {
     async fn cvv2(&self, tenant: &TenantId, pan: &Pan, expiry: Expiry) -> Result<Cvv2, CvvError> {
         self.generate(tenant, pan, expiry)
+    }
+
+    fn has_key(&self, tenant: &TenantId) -> bool {
+        self.keys.contains_key(tenant.as_str())
     }
 }
 

@@ -330,6 +330,9 @@ impl<L: LinkLedger, C: CardSource, G: CvvGenerator> Widget<L, C, G> {
             KitLookup::Found { expiry: None, .. } => return Err(IssueLinkError::NoExpiry),
             KitLookup::Found { date_of_birth, .. } => date_of_birth,
         };
+        if !self.cvv.has_key(tenant) {
+            return Err(IssueLinkError::NoCvk);
+        }
         let dob = match (self.settings.require_dob, dob) {
             (false, _) => None,
             (true, None) => return Err(IssueLinkError::DobRequired),
@@ -505,6 +508,9 @@ pub enum IssueLinkError {
     NoExpiry,
     #[error("the profile has no dateOfBirth, which widget.require_dob asks for")]
     DobRequired,
+    /// Ours: the tenant has no card verification key, so its pages could only fail.
+    #[error("no card verification key for the tenant (KEYS_DIR/cvk/<tenant>.key, or the HSM's)")]
+    NoCvk,
     #[error(transparent)]
     Input(#[from] IssueError),
     #[error(transparent)]
@@ -921,6 +927,8 @@ mod tests {
         assert!(matches!(issue("cust-8", "kit-7").await, Err(IssueLinkError::NoEntity)));
         assert!(matches!(issue("cust-7", "kit-8").await, Err(IssueLinkError::NoKit)));
         assert!(matches!(issue("cust-7", "kit-no-expiry").await, Err(IssueLinkError::NoExpiry)));
+        let elsewhere = f.widget.issue(&tid("OTHERBANK"), &eid("cust-7"), &kno("kit-7"), NOW).await;
+        assert!(matches!(elsewhere, Err(IssueLinkError::NoKit)), "another tenant's kit is not found: {elsewhere:?}");
         assert!(f.widget.ledger.rows.lock().unwrap().is_empty(), "a refused link is not recorded");
         let link = issue("cust-7", "kit-7").await.unwrap();
         assert_eq!(f.widget.ledger.row(&link.link_hash).tries_left, MAX_DOB_TRIES);

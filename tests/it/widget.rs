@@ -341,6 +341,12 @@ db_test!(links_need_an_expiry_and_are_never_replayed, |db: TestDb| async move {
     let reply = details_url(&api, "ENT-1", "KIT-2").await;
     assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "Y100".into()));
     assert!(reply.text().contains("expiry"), "{}", reply.text());
+    // A tenant without a card verification key gets no link that could only fail: our
+    // failure, said as one.
+    let keyless = server.api(&["NOCVKBANK"]);
+    keyless.put_customer("ENT-9", &[("KIT-9", "4000056655665556")]).await;
+    let reply = details_url(&keyless, "ENT-9", "KIT-9").await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::INTERNAL_SERVER_ERROR, "Y500".into()), "{}", reply.text());
     // An Idempotency-Key does not replay a link (that would keep it in the database): each
     // call is a new link, and the key is not even claimed.
     let path = "/registry/v1/entities/ENT-1/kits/KIT-1/detailsUrl";
