@@ -24,20 +24,28 @@ pub struct App {
     embedded_saas: Arc<std::sync::Mutex<Option<TcpListener>>>,
 }
 
-/// The three listeners, bound before the service starts (tests bind port 0 and read the
+/// The listeners, bound before the service starts (tests bind port 0 and read the
 /// addresses back).
 pub struct Listeners {
     pub public: TcpListener,
     pub internal: TcpListener,
     pub admin: TcpListener,
+    /// The card-details page's, when `widget.enabled`.
+    pub widget: Option<TcpListener>,
 }
 
 impl Listeners {
-    pub async fn bind(config: &ListenConfig) -> std::io::Result<Self> {
+    pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        let ListenConfig { public, internal, admin, widget } = config.listen;
         let bind = |addr| async move {
             TcpListener::bind(addr).await.map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
         };
-        Ok(Self { public: bind(config.public).await?, internal: bind(config.internal).await?, admin: bind(config.admin).await? })
+        Ok(Self {
+            public: bind(public).await?,
+            internal: bind(internal).await?,
+            admin: bind(admin).await?,
+            widget: if config.widget.enabled { Some(bind(widget).await?) } else { None },
+        })
     }
 }
 
@@ -78,14 +86,21 @@ impl App {
         &self.services.store
     }
 
-    /// Serves the three listeners until `shutdown` is cancelled, then drains them.
+    /// Serves the listeners until `shutdown` is cancelled, then drains them.
     pub async fn serve(self, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
         let tls = self.config().tls.as_ref().map(http::tls::acceptor).transpose()?;
+        let widget_tls = self.config().widget.tls().as_ref().map(http::tls::acceptor).transpose()?;
         let http_config = self.config().http.clone();
-        let fd_limit = http::fd_limit::ensure(3, http_config.max_connections as u64)?;
+        let fd_limit = http::fd_limit::ensure(3 + u64::from(listeners.widget.is_some()), http_config.max_connections as u64)?;
         tracing::debug!(fd_limit, "open-file limit");
         for (name, l) in [("public", &listeners.public), ("internal", &listeners.internal), ("admin", &listeners.admin)] {
             tracing::info!(listener = name, addr = %l.local_addr()?, tls = name == "public" && tls.is_some(), "listening");
+        }
+        if let Some(l) = &listeners.widget {
+            let addr = l.local_addr()?;
+            self.services.set_widget_listener(addr);
+            let links = self.services.widget_url().unwrap_or_default();
+            tracing::info!(listener = "widget", %addr, tls = widget_tls.is_some(), links, "listening");
         }
         let upkeep = tokio::spawn(metrics_upkeep(shutdown.clone()));
         let embedded = self.embedded_saas.lock().expect("not poisoned").take();
@@ -114,11 +129,20 @@ impl App {
             let services = self.services.clone();
             move |req| routes::internal(services.clone(), req)
         }));
-        let admin = tokio::spawn(http::server::serve(ADMIN, listeners.admin, None, http_config, shutdown.clone(), {
+        let admin = tokio::spawn(http::server::serve(ADMIN, listeners.admin, None, http_config.clone(), shutdown.clone(), {
             let services = self.services.clone();
             move |req| routes::admin(services.clone(), req)
         }));
+        let widget = listeners.widget.map(|listener| {
+            tokio::spawn(http::server::serve(WIDGET, listener, widget_tls, http_config, shutdown.clone(), {
+                let services = self.services.clone();
+                move |req| routes::widget(services.clone(), req)
+            }))
+        });
         let (a, b, c, d, e, f, g) = tokio::join!(public, internal, admin, upkeep, relay, reconciler, janitor);
+        if let Some(widget) = widget {
+            widget.await?;
+        }
         a?;
         b?;
         c?;
@@ -139,6 +163,7 @@ impl App {
 const PUBLIC: ListenerSpec = ListenerSpec { name: "public", timeout_status: ::http::StatusCode::INTERNAL_SERVER_ERROR };
 const INTERNAL: ListenerSpec = ListenerSpec { name: "internal", timeout_status: ::http::StatusCode::SERVICE_UNAVAILABLE };
 const ADMIN: ListenerSpec = ListenerSpec { name: "admin", timeout_status: ::http::StatusCode::SERVICE_UNAVAILABLE };
+const WIDGET: ListenerSpec = ListenerSpec { name: "widget", timeout_status: ::http::StatusCode::SERVICE_UNAVAILABLE };
 
 /// Histograms are folded periodically; without this they only grow.
 async fn metrics_upkeep(shutdown: CancellationToken) {

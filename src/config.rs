@@ -30,6 +30,7 @@ pub use crate::store::retention::RetentionConfig;
 pub use crate::telemetry::config::{LogConfig, LogFormat};
 pub use crate::tenants::config::{BinPrefix, TenantConfig, TenantsConfig};
 pub use crate::visa::config::{JwsAlgorithm, SUPPORTED_JWS_ALGORITHMS, VisaConfig};
+pub use crate::widget::config::WidgetConfig;
 
 /// The whole configuration of one process. Serializes with its secrets as `[redacted]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,6 +59,8 @@ pub struct Config {
     pub tenants: TenantsConfig,
     /// What the store forgets, and when.
     pub retention: RetentionConfig,
+    /// The secure card-details page and its one-time links.
+    pub widget: WidgetConfig,
 }
 
 impl Default for Config {
@@ -77,6 +80,7 @@ impl Default for Config {
             enrollment: EnrollmentConfig::default(),
             tenants: TenantsConfig::default(),
             retention: RetentionConfig::default(),
+            widget: WidgetConfig::default(),
         }
     }
 }
@@ -161,6 +165,12 @@ impl Config {
         problems.merge(self.enrollment.validate());
         problems.merge(self.tenants.validate());
         problems.merge(self.retention.validate());
+        problems.merge(self.widget.validate());
+        problems.require(
+            !self.widget.enabled || self.widget.public_url.is_some() || self.listen.widget.ip().is_loopback(),
+            "widget.public_url",
+            "must be set when listen.widget is not a loopback address: links must name the address cardholders reach",
+        );
         problems.require(
             self.retention.callback_ids > self.saas.webhook_tolerance,
             "retention.callback_ids",
@@ -411,7 +421,36 @@ mod tests {
         }
         let mut c = Config::default();
         c.listen.internal = c.listen.public;
-        assert!(c.validate().unwrap_err().to_string().contains("listen.public, listen.internal and listen.admin must differ"));
+        assert!(
+            c.validate().unwrap_err().to_string().contains("listen.public, listen.internal, listen.admin and listen.widget must differ")
+        );
+    }
+
+    #[test]
+    fn the_card_details_page_is_configured_like_the_rest() {
+        let c = from_env(&[
+            ("CTP_WIDGET_ADDR", "127.0.0.1:18082"),
+            ("CTP_WIDGET_LINK_TTL", "2m"),
+            ("CTP_WIDGET_REQUIRE_DOB", "true"),
+            ("CTP_WIDGET_FRAME_ANCESTORS", "'self',https://app.bank.example"),
+            ("CTP_RETENTION_WIDGET_LINKS", "2h"),
+        ])
+        .unwrap();
+        assert_eq!(c.listen.widget.port(), 18082);
+        assert_eq!((c.widget.link_ttl, c.widget.require_dob), (Duration::from_secs(120), true));
+        assert_eq!(c.widget.frame_ancestors, ["'self'", "https://app.bank.example"]);
+        assert_eq!(c.retention.widget_links, Duration::from_secs(7200));
+        // Off loopback, a link must name the address cardholders reach.
+        let off_loopback = ("CTP_WIDGET_ADDR", "0.0.0.0:8082");
+        let err = refused("", &[off_loopback]);
+        assert!(err.contains("widget.public_url must be set when listen.widget is not a loopback address"), "{err}");
+        assert!(from_env(&[off_loopback, ("CTP_WIDGET_PUBLIC_URL", "https://cards.bank.example/card-details")]).is_ok());
+        assert!(from_env(&[off_loopback, ("CTP_WIDGET_ENABLED", "false")]).is_ok());
+        let err = refused("", &[("CTP_WIDGET_LINK_TTL", "2h"), ("CTP_WIDGET_TLS_KEY", "/tls/widget.key")]);
+        assert!(
+            err.contains("widget.link_ttl must be between 1s and 3600s") && err.contains("widget.tls_cert and widget.tls_key"),
+            "{err}"
+        );
     }
 
     #[test]

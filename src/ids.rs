@@ -133,6 +133,16 @@ impl Expiry {
     pub fn month(self) -> u8 {
         self.month
     }
+
+    /// `YYMM`: the form Visa's CVV algorithm takes.
+    pub fn yymm(self) -> String {
+        format!("{:02}{:02}", self.year % 100, self.month)
+    }
+
+    /// `MM/YY`: the form printed on a card and typed into checkout forms.
+    pub fn mm_yy(self) -> String {
+        format!("{:02}/{:02}", self.month, self.year % 100)
+    }
 }
 
 impl fmt::Display for Expiry {
@@ -144,6 +154,70 @@ impl fmt::Display for Expiry {
 impl fmt::Debug for Expiry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Expiry({self})")
+    }
+}
+
+/// A date of birth, `YYYY-MM-DD`: a real calendar date from 1900 on. `Debug` hides it,
+/// since the card-details page asks for it as a secret.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DateOfBirth {
+    year: u16,
+    month: u8,
+    day: u8,
+}
+
+impl DateOfBirth {
+    const INVALID: IdError = IdError { what: "dateOfBirth", rule: "a real date written YYYY-MM-DD, from 1900 on" };
+
+    pub fn parse(value: &str) -> Result<Self, IdError> {
+        let b = value.as_bytes();
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' || !b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit()) {
+            return Err(Self::INVALID);
+        }
+        let year: u16 = value[..4].parse().map_err(|_| Self::INVALID)?;
+        let month: u8 = value[5..7].parse().map_err(|_| Self::INVALID)?;
+        let day: u8 = value[8..].parse().map_err(|_| Self::INVALID)?;
+        let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
+        let days = match month {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            2 if leap => 29,
+            2 => 28,
+            _ => return Err(Self::INVALID),
+        };
+        if year < 1900 || day == 0 || day > days {
+            return Err(Self::INVALID);
+        }
+        Ok(Self { year, month, day })
+    }
+
+    /// From a form's three fields: a day and a month of one or two digits, a year of four.
+    /// Surrounding spaces are ignored.
+    pub fn from_parts(day: &str, month: &str, year: &str) -> Result<Self, IdError> {
+        let (day, month, year) = (day.trim(), month.trim(), year.trim());
+        let digits =
+            |s: &str, lengths: std::ops::RangeInclusive<usize>| lengths.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(day, 1..=2) || !digits(month, 1..=2) || !digits(year, 4..=4) {
+            return Err(Self::INVALID);
+        }
+        Self::parse(&format!("{year}-{month:0>2}-{day:0>2}"))
+    }
+
+    /// `YYYY-MM-DD`.
+    pub fn iso(&self) -> String {
+        format!("{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+
+    /// Whether `other` is the same date, compared without an early exit.
+    pub fn matches(&self, other: &DateOfBirth) -> bool {
+        let (a, b) = (self.iso(), other.iso());
+        a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl fmt::Debug for DateOfBirth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DateOfBirth(****-**-**)")
     }
 }
 
@@ -173,6 +247,46 @@ mod tests {
     }
 
     #[test]
+    fn expiry_card_forms() {
+        let e = Expiry::parse("2027-03").unwrap();
+        assert_eq!((e.yymm().as_str(), e.mm_yy().as_str()), ("2703", "03/27"));
+    }
+
+    #[test]
+    fn dates_of_birth_are_real_dates() {
+        let dob = |s: &str| DateOfBirth::parse(s).unwrap();
+        assert!(DateOfBirth::parse("2000-02-29").is_ok());
+        assert!(DateOfBirth::parse("1900-01-01").is_ok());
+        for bad in [
+            "1900-02-29",
+            "2023-02-29",
+            "2023-04-31",
+            "2023-13-01",
+            "2023-00-10",
+            "2023-01-00",
+            "1899-12-31",
+            "2023-1-01",
+            "20230101",
+            "2023/01/01",
+            "+023-01-01",
+            "",
+        ] {
+            let err = DateOfBirth::parse(bad).unwrap_err();
+            assert_eq!(err.to_string(), "dateOfBirth must be a real date written YYYY-MM-DD, from 1900 on", "{bad:?}");
+        }
+        assert_eq!(format!("{:?}", dob("1990-05-17")), "DateOfBirth(****-**-**)");
+        assert_eq!(dob("1990-05-17").iso(), "1990-05-17");
+        assert!(dob("1990-05-17").matches(&dob("1990-05-17")) && !dob("1990-05-17").matches(&dob("1990-05-18")));
+        assert_eq!(DateOfBirth::from_parts("5", "3", "1990"), Ok(dob("1990-03-05")));
+        assert_eq!(DateOfBirth::from_parts(" 17 ", "05", "1990 "), Ok(dob("1990-05-17")));
+        for (d, m, y) in
+            [("31", "4", "1990"), ("", "3", "1990"), ("5", "3", "90"), ("005", "3", "1990"), ("5", "+3", "1990"), ("5", "3", "１９９０")]
+        {
+            assert!(DateOfBirth::from_parts(d, m, y).is_err(), "{d:?} {m:?} {y:?}");
+        }
+    }
+
+    #[test]
     fn idempotency_keys_are_printable() {
         assert!(IdempotencyKey::parse("order-1:retry/2").is_ok());
         assert!(IdempotencyKey::parse("with space").is_err());
@@ -189,6 +303,7 @@ mod tests {
                 Err(e) => prop_assert!(input.len() < 4 || !e.to_string().contains(&input)),
             }
             let _ = Expiry::parse(&input);
+            let _ = DateOfBirth::parse(&input);
             let _ = IdempotencyKey::parse(&input);
         }
     }

@@ -13,13 +13,14 @@
 //! | --- | --- |
 //! | **listeners** | |
 //! | [`app`] | the service's state and its start/stop: [`App::build`], [`App::serve`], [`run`] |
-//! | [`routes`] | the three listeners' routing tables; handlers are thin translations |
+//! | [`routes`] | the listeners' routing tables; handlers are thin translations |
 //! | [`http`] | hyper 1 plumbing: accept loop, connection limits and deadlines, TLS, body limits, routing by name |
 //! | [`cli`] | the command line; `main.rs` only calls it |
 //! | **handlers** | |
 //! | [`public`] | the public listener's handlers: Visa's notifications, the SaaS's callbacks |
 //! | [`api`] | the internal API: M2P's `{result, exception, pagination}` envelope, the tenant gate, registry and operations |
 //! | [`admin`] | `/metrics`, `/healthz`, `/readyz` |
+//! | [`cardholder`] | the cardholder-facing listener: the secure card-details page (GET shows, POST reveals) |
 //! | [`auth`] | bearer JWTs on the internal API |
 //! | [`state`] | the services a handler is given |
 //! | **domain** | |
@@ -27,6 +28,7 @@
 //! | [`attempts`] | Visa's enrollment attempts: matched and recorded, announced on the outbox |
 //! | [`registry`] | the issuer's entities and kits, and the CSV import |
 //! | [`tenants`] | the issuers served and the BIN ranges each owns |
+//! | [`widget`] | the secure card-details page: one-time sealed links, Visa CVV2, CSRF, server-rendered pages |
 //! | [`ctp`] | Click to Pay's vocabulary: events, statuses |
 //! | [`ids`] | identifiers checked once at the boundary: tenant, entity, kit, keys |
 //! | [`visa`] | the inbound notification: envelope, JOSE verify + decrypt, key rings, replay window |
@@ -59,6 +61,7 @@ pub mod api;
 pub mod app;
 pub mod attempts;
 pub mod auth;
+pub mod cardholder;
 pub mod cli;
 pub mod config;
 pub mod ctp;
@@ -79,6 +82,7 @@ pub mod telemetry;
 pub mod tenants;
 pub mod visa;
 pub mod webhook;
+pub mod widget;
 
 pub use app::{App, Listeners};
 pub use config::Config;

@@ -1,5 +1,5 @@
-//! The three listeners' routing tables and the translation from a matched route to a
-//! handler. Every request is counted here by listener, route name and status.
+//! The listeners' routing tables and the translation from a matched route to a handler.
+//! Every request is counted here by listener, route name and status.
 
 use std::sync::LazyLock;
 use std::time::Instant;
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::http::router::Router;
 use crate::http::{Request, Response, empty};
 use crate::state::Services;
-use crate::{admin, api, public};
+use crate::{admin, api, cardholder, public};
 
 #[derive(Debug, Clone, Copy)]
 enum PublicRoute {
@@ -67,6 +67,16 @@ pub async fn internal(services: Arc<Services>, request: Request) -> Response {
     let started = Instant::now();
     let (response, route) = api::handle(&services, request).await;
     observed("internal", route, started, response)
+}
+
+/// The cardholder-facing card-details page. Served only when `widget.enabled` is on.
+pub async fn widget(services: Arc<Services>, request: Request) -> Response {
+    let started = Instant::now();
+    let Some(page) = services.widget.as_ref() else {
+        return observed("widget", "unmatched", started, empty(StatusCode::NOT_FOUND));
+    };
+    let (response, route) = cardholder::handle(page, request).await;
+    observed("widget", route, started, response)
 }
 
 /// Prometheus and the load balancers.

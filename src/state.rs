@@ -2,8 +2,10 @@
 //! keys every handler may need. Handlers take a [`Services`]; nothing below the handlers
 //! does.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 
+use anyhow::Context;
 use arc_swap::ArcSwap;
 
 use crate::attempts::AttemptRecorder;
@@ -17,6 +19,13 @@ use crate::store::Store;
 use crate::tenants::Tenants;
 use crate::visa::{ReplayPolicy, VisaKeyRing};
 use crate::webhook::WebhookVerifier;
+use crate::widget::{LinkKeys, RegistryCards, SoftwareCvv, StoreLedger, Widget};
+
+/// The card-details page on the service's parts: links in the database, cards from the
+/// registry, CVV2s from the CVK files. A bank whose CVKs live in an HSM implements
+/// `widget::CvvGenerator` with its HSM's CVV command and names that type here instead of
+/// [`SoftwareCvv`].
+pub type CardDetailsPage = Widget<StoreLedger, RegistryCards, SoftwareCvv>;
 
 /// Everything a request handler may call. Shared behind an `Arc`.
 pub struct Services {
@@ -30,6 +39,10 @@ pub struct Services {
     pub registry: CardRegistry,
     pub enrollment: Enrollment,
     pub attempts: AttemptRecorder,
+    /// The card-details page, unless `widget.enabled` is off.
+    pub widget: Option<CardDetailsPage>,
+    /// The page's address that links name: known once the widget listener is bound.
+    widget_url: OnceLock<String>,
     /// Whether the SaaS layer is the built-in simulator (said by `/readyz` and a gauge).
     pub simulator_in_use: bool,
 }
@@ -59,6 +72,7 @@ impl Services {
         let registry = CardRegistry::new(store.clone(), keys.clone(), tenants.clone());
         let enrollment = Enrollment::new(store.clone(), saas, registry.clone(), config.enrollment.clone());
         let attempts = AttemptRecorder::new(store.clone(), keys.clone(), tenants.clone());
+        let widget = if config.widget.enabled { Some(card_details_page(&config, &store, &registry, &tenants)?) } else { None };
         Ok(Self {
             config,
             store,
@@ -70,8 +84,21 @@ impl Services {
             registry,
             enrollment,
             attempts,
+            widget,
+            widget_url: OnceLock::new(),
             simulator_in_use,
         })
+    }
+
+    /// Records where the widget listener is bound, for the links' address (unless
+    /// `widget.public_url` names another). Once; later calls change nothing.
+    pub fn set_widget_listener(&self, bound: SocketAddr) {
+        let _ = self.widget_url.set(self.config.widget.page_url(bound));
+    }
+
+    /// The page's address that links name, once known.
+    pub fn widget_url(&self) -> Option<&str> {
+        self.widget_url.get().map(String::as_str).or(self.config.widget.public_url.as_deref())
     }
 
     /// The current Visa key ring. Held for one request; a reload swaps in a new one.
@@ -90,6 +117,24 @@ impl Services {
         self.visa_keys.store(Arc::new(ring));
         Ok(())
     }
+}
+
+/// The card-details page: its link keys (`KEYS_DIR/widget`), the tenants' CVKs
+/// (`KEYS_DIR/cvk`), its settings.
+fn card_details_page(config: &Config, store: &Store, registry: &CardRegistry, tenants: &Tenants) -> anyhow::Result<CardDetailsPage> {
+    let widget = &config.widget;
+    let keys = LinkKeys::load(&config.keys_dir, &widget.link_key_version).context("card-details link keys")?;
+    let cvv = SoftwareCvv::load(&config.keys_dir).context("card verification keys")?;
+    tracing::info!(links = ?keys, cvk = ?cvv, "card-details page keys loaded");
+    for tenant in tenants.declared() {
+        if !cvv.tenants().any(|t| t == tenant.id) {
+            tracing::warn!(tenant = %tenant.id, "no card verification key (KEYS_DIR/cvk/<tenant>.key): its card-details pages will fail");
+        }
+    }
+    let settings = widget.settings(tenants).map_err(anyhow::Error::msg)?;
+    let ledger = StoreLedger::new(store.clone());
+    let cards = RegistryCards::new(store.clone(), registry.clone());
+    Ok(Widget::new(Arc::new(keys), settings, ledger, cards, cvv))
 }
 
 /// The declared tenants.

@@ -55,7 +55,7 @@ pub(super) async fn pass(services: &Services, route: Route, params: Vec<(String,
         "internal API call"
     );
     let call = Call { services, tenant, correlation_id, method, params, body };
-    match idempotency_key.filter(|_| call.method != Method::GET) {
+    match idempotency_key.filter(|_| call.method != Method::GET && route.replays()) {
         None => run(route, &call).await,
         Some(key) => once(route, &call, &path, &key).await,
     }

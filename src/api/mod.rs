@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod gate;
 pub mod m2p;
 pub mod registry;
+pub mod widget;
 
 use std::sync::LazyLock;
 
@@ -37,6 +38,7 @@ pub enum Route {
     FetchEntityDetails,
     Entity,
     Kit,
+    DetailsUrl,
 }
 
 impl Route {
@@ -53,7 +55,15 @@ impl Route {
             Self::FetchEntityDetails => "fetch_entity_details",
             Self::Entity => "registry_entity",
             Self::Kit => "registry_kit",
+            Self::DetailsUrl => "details_url",
         }
+    }
+
+    /// Whether an `Idempotency-Key` may replay this route's answers. Not a card-details
+    /// link's: replaying one would mean keeping the link (a bearer capability for a card
+    /// number) in the database; every call makes a new one-time link instead.
+    fn replays(self) -> bool {
+        self != Self::DetailsUrl
     }
 
     fn methods(self) -> &'static [Method] {
@@ -76,6 +86,7 @@ static ROUTES: LazyLock<Router<Route>> = LazyLock::new(|| {
         ("/click-to-pay/v1/fetchEntityDetails", Route::FetchEntityDetails),
         ("/registry/v1/entities/{entityId}", Route::Entity),
         ("/registry/v1/entities/{entityId}/kits/{kitNo}", Route::Kit),
+        ("/registry/v1/entities/{entityId}/kits/{kitNo}/detailsUrl", Route::DetailsUrl),
     ])
 });
 
@@ -185,6 +196,7 @@ async fn run(route: Route, call: &Call<'_>) -> Result<Response, ApiError> {
         Route::Entity => registry::get_entity(call).await,
         Route::Kit if call.method == Method::PUT => registry::put_kit(call).await,
         Route::Kit => registry::get_kit(call).await,
+        Route::DetailsUrl => widget::details_url(call).await,
     }
 }
 

@@ -215,7 +215,7 @@ async fn open_existing_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
-    let listeners = Listeners::bind(&config.listen).await?;
+    let listeners = Listeners::bind(&config).await?;
     let app = App::build(config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(app.clone(), shutdown.clone()));

@@ -58,6 +58,7 @@ pub(super) const ALIASES: &[(&str, &str)] = &[
     ("CTP_SAAS_URL", "saas.base_url"),
     ("CTP_AMQP_URL", "outbox.amqp_url"),
     ("CTP_RECONCILE_AFTER", "enrollment.reconcile_after"),
+    ("CTP_WIDGET_ADDR", "listen.widget"),
 ];
 
 /// The default configuration with every optional section present, so that its keys

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::DateOfBirth;
 use crate::store::registry::ImportedContact;
 
 /// What the issuer tells us about a customer. Every field is optional at the registry;
@@ -34,6 +35,10 @@ pub struct EntityProfile {
     pub consent: Option<Consent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billing_address: Option<BillingAddress>,
+    /// `YYYY-MM-DD`. Not sent to the network: the card-details page asks the cardholder
+    /// for it when `widget.require_dob` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_of_birth: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +168,11 @@ impl EntityProfile {
                 return err("consent.presenter", "must be 1 to 30 characters");
             }
         }
+        if let Some(d) = &self.date_of_birth
+            && !valid_date_of_birth(d)
+        {
+            return err("dateOfBirth", "must be a real date written YYYY-MM-DD, from 1900 on and not in the future");
+        }
         if let Some(a) = &self.billing_address {
             let lines = [
                 ("billingAddress.addressLine1", Some(&a.address_line1)),
@@ -240,6 +250,12 @@ impl EntityProfile {
             != (&next.first_name, &next.middle_name, &next.last_name, &next.emails, &next.phones)
     }
 
+    /// The date of birth on file, if it is one (a profile that came from elsewhere may
+    /// hold anything).
+    pub fn date_of_birth(&self) -> Option<DateOfBirth> {
+        self.date_of_birth.as_deref().and_then(|d| DateOfBirth::parse(d).ok())
+    }
+
     /// Whether the billing address changed (→ CTP_UPDATE_KIT for the active kits).
     pub fn address_differs(&self, next: &EntityProfile) -> bool {
         self.billing_address != next.billing_address
@@ -258,6 +274,12 @@ fn valid_email(e: &str) -> bool {
         && !domain.starts_with('.')
         && !domain.ends_with('.')
         && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// A real date from 1900 on, not after today (UTC). `YYYY-MM-DD` compares as text.
+fn valid_date_of_birth(s: &str) -> bool {
+    let today = humantime_serde::re::humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    DateOfBirth::parse(s).is_ok() && s <= &today[..10]
 }
 
 /// `YYYY-MM-DDThh:mm:ss.000Z`, not after now.
@@ -309,6 +331,7 @@ mod tests {
                 postal_code: "94105".into(),
                 country: "USA".into(),
             }),
+            date_of_birth: Some("1985-07-04".into()),
         }
     }
 
@@ -316,6 +339,7 @@ mod tests {
     fn a_complete_profile_passes() {
         full().validate().unwrap();
         full().ready_for_registration().unwrap();
+        assert_eq!(full().date_of_birth().map(|d| d.iso()).as_deref(), Some("1985-07-04"));
     }
 
     #[test]
@@ -335,6 +359,10 @@ mod tests {
             ("billingAddress.postalCode", Box::new(|p| p.billing_address.as_mut().unwrap().postal_code = "1234567890".into())),
             ("billingAddress", Box::new(|p| p.billing_address.as_mut().unwrap().address_line1 = "1 Main St #5".into())),
             ("billingAddress", Box::new(|p| p.billing_address.as_mut().unwrap().city = "Foo@Bar".into())),
+            ("dateOfBirth", Box::new(|p| p.date_of_birth = Some("1985-02-29".into()))),
+            ("dateOfBirth", Box::new(|p| p.date_of_birth = Some("04/07/1985".into()))),
+            ("dateOfBirth", Box::new(|p| p.date_of_birth = Some("1899-12-31".into()))),
+            ("dateOfBirth", Box::new(|p| p.date_of_birth = Some("2999-01-01".into()))),
         ];
         for (field, change) in cases {
             let mut p = full();

@@ -1,5 +1,5 @@
-//! The `[listen]`, `[http]` and `[tls]` sections: where the three listeners are, how long
-//! a connection may take, and the public listener's certificate.
+//! The `[listen]`, `[http]` and `[tls]` sections: where the listeners are, how long a
+//! connection may take, and the public listener's certificate.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,6 +22,10 @@ pub struct ListenConfig {
     /// `/metrics`, `/healthz`, `/readyz`. Default: `127.0.0.1:9090`.
     #[serde(with = "crate::setting::socket_addr")]
     pub admin: SocketAddr,
+    /// The cardholder-facing card-details page (when `widget.enabled`). Default:
+    /// `127.0.0.1:8082`.
+    #[serde(with = "crate::setting::socket_addr")]
+    pub widget: SocketAddr,
 }
 
 impl Default for ListenConfig {
@@ -30,25 +34,31 @@ impl Default for ListenConfig {
             public: SocketAddr::from(([127, 0, 0, 1], 8080)),
             internal: SocketAddr::from(([127, 0, 0, 1], 8081)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            widget: SocketAddr::from(([127, 0, 0, 1], 8082)),
         }
     }
 }
 
 impl ListenConfig {
-    /// Three listeners, three addresses (port 0, "any free port", may repeat: each binds a
-    /// port of its own, as tests do).
+    /// One address per listener (port 0, "any free port", may repeat: each binds a port of
+    /// its own, as tests do).
     pub fn validate(&self) -> Result<(), Problems> {
         let mut problems = Problems::new();
         let clash = |a: SocketAddr, b: SocketAddr| a == b && a.port() != 0;
-        let distinct = !clash(self.public, self.internal) && !clash(self.public, self.admin) && !clash(self.internal, self.admin);
-        problems.require(distinct, "listen.public, listen.internal and listen.admin", "must differ");
+        let all = self.all();
+        let distinct = all.iter().enumerate().all(|(i, a)| all[i + 1..].iter().all(|b| !clash(*a, *b)));
+        problems.require(distinct, "listen.public, listen.internal, listen.admin and listen.widget", "must differ");
         problems.into_result()
     }
 
     /// Whether every listener is on a loopback address: nothing outside this machine can
     /// reach the service.
     pub fn all_loopback(&self) -> bool {
-        [self.public, self.internal, self.admin].iter().all(|a| a.ip().is_loopback())
+        self.all().iter().all(|a| a.ip().is_loopback())
+    }
+
+    fn all(&self) -> [SocketAddr; 4] {
+        [self.public, self.internal, self.admin, self.widget]
     }
 }
 
@@ -146,8 +156,12 @@ mod tests {
         assert!(listen.validate().is_ok() && listen.all_loopback());
         listen.admin = listen.public;
         assert!(listen.validate().unwrap_err().to_string().contains("must differ"));
+        let mut listen = ListenConfig::default();
+        listen.widget = listen.internal;
+        assert!(listen.validate().unwrap_err().to_string().contains("must differ"));
+        let mut listen = ListenConfig::default();
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let ephemeral = ListenConfig { public: any, internal: any, admin: any };
+        let ephemeral = ListenConfig { public: any, internal: any, admin: any, widget: any };
         assert!(ephemeral.validate().is_ok(), "port 0 binds a free port for each");
         listen.admin = "0.0.0.0:9090".parse().unwrap();
         assert!(!listen.all_loopback());

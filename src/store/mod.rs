@@ -15,7 +15,8 @@
 //!
 //! The operations are grouped by what they store: [`registry`] (entities and kits),
 //! [`enrollment`] (Click to Pay statuses and request traces), [`attempts`] (Visa's
-//! notifications), [`idempotency`], [`outbox`]. How SQLite is reached (one writer thread,
+//! notifications), [`idempotency`], [`outbox`], [`widget`] (the card-details page's
+//! one-time links). How SQLite is reached (one writer thread,
 //! readers on the caller's thread, a checkpointer, the migrator) is explained in
 //! `sqlite`; PostgreSQL is a sqlx pool (`postgres`).
 //!
@@ -31,6 +32,7 @@ pub mod registry;
 pub mod retention;
 pub mod sql;
 pub mod value;
+pub mod widget;
 
 mod batch;
 mod postgres;

@@ -1,11 +1,11 @@
 //! What the store forgets, and when: rows that only served a moment (published outbox
-//! events, the webhook ids of applied callbacks, idempotency keys) are deleted once they can
-//! no longer matter, so that no table grows without bound with traffic. The records of the
+//! events, the webhook ids of applied callbacks, idempotency keys, the card-details page's
+//! expired links) are deleted once they can no longer matter, so that no table grows without bound with traffic. The records of the
 //! service's business (enrollment attempts, request traces, statuses) are kept.
 //!
 //! A janitor in every replica deletes in small batches (at most [`BATCH`] rows a
-//! statement), oldest first, through indexes of their own (migration 0005), so that it
-//! never holds the write lock long nor scans a table.
+//! statement), oldest first, through indexes of their own (migrations 0005 and 0006), so
+//! that it never holds the write lock long nor scans a table.
 
 use std::time::{Duration, SystemTime};
 
@@ -36,6 +36,11 @@ pub struct RetentionConfig {
     /// An Idempotency-Key is remembered this long after its first use. Default: 24h.
     #[serde(with = "crate::setting::duration")]
     pub idempotency_keys: Duration,
+    /// A card-details link's row is kept this long after the link expired. An expired
+    /// link is refused by its own token first, so the row serves only an operator looking
+    /// into a complaint. Default: 1h.
+    #[serde(with = "crate::setting::duration")]
+    pub widget_links: Duration,
     /// How often the janitor looks. Default: 1m.
     #[serde(with = "crate::setting::duration")]
     pub interval: Duration,
@@ -47,6 +52,7 @@ impl Default for RetentionConfig {
             published_events: Duration::from_secs(7 * 24 * 3600),
             callback_ids: Duration::from_secs(24 * 3600),
             idempotency_keys: Duration::from_secs(24 * 3600),
+            widget_links: Duration::from_secs(3600),
             interval: Duration::from_secs(60),
         }
     }
@@ -72,6 +78,7 @@ pub struct Purged {
     pub published_events: u64,
     pub callback_ids: u64,
     pub idempotency_keys: u64,
+    pub widget_links: u64,
 }
 
 impl Store {
@@ -87,6 +94,7 @@ impl Store {
             idempotency_keys: self
                 .purge_all("purge idempotency keys", sql::PURGE_IDEMPOTENCY_KEYS, before(retention.idempotency_keys))
                 .await?,
+            widget_links: self.purge_all("purge widget links", sql::PURGE_WIDGET_LINKS, before(retention.widget_links)).await?,
         })
     }
 
@@ -118,6 +126,7 @@ pub async fn janitor(store: Store, retention: RetentionConfig, shutdown: Cancell
                 metrics::counter!("ctp_retention_deleted_total", "table" => "outbox").increment(purged.published_events);
                 metrics::counter!("ctp_retention_deleted_total", "table" => "saas_callback").increment(purged.callback_ids);
                 metrics::counter!("ctp_retention_deleted_total", "table" => "idempotency_request").increment(purged.idempotency_keys);
+                metrics::counter!("ctp_retention_deleted_total", "table" => "widget_link").increment(purged.widget_links);
             }
             Err(e) => tracing::warn!(error = %e, "retention pass failed; trying again at the next interval"),
         }

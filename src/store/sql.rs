@@ -323,3 +323,27 @@ pub const PURGE_PUBLISHED_OUTBOX: &str =
 /// Callback receipts older than `$1`, at most `$2` at a time: past the webhook tolerance a
 /// redelivery is refused by its timestamp anyway.
 pub const PURGE_CALLBACKS: &str = "DELETE FROM saas_callback WHERE webhook_id IN (SELECT webhook_id FROM saas_callback WHERE received_at < $1 ORDER BY received_at LIMIT $2)";
+
+// --- The card-details page's one-time links (`store::widget`). ---
+
+pub const INSERT_WIDGET_LINK: &str =
+    "INSERT INTO widget_link (link_hash, tenant, expires_at, dob_tries_left, created_at) VALUES ($1, $2, $3, $4, $5)";
+
+pub const WIDGET_LINK: &str = "SELECT expires_at, dob_tries_left, used_at FROM widget_link WHERE link_hash = $1";
+
+/// Uses a link that is still usable at `$2` (unused, tries left, not expired). Exactly one
+/// caller touches the row; every other, concurrent or later, touches none.
+pub const USE_WIDGET_LINK: &str = "
+    UPDATE widget_link SET used_at = $2
+    WHERE link_hash = $1 AND used_at IS NULL AND dob_tries_left > 0 AND expires_at > $2";
+
+/// Counts one wrong date of birth against a link still usable at `$2`, returning the
+/// tries left (0: it is burned). Touches no row for a link that is not usable.
+pub const WRONG_DOB_WIDGET_LINK: &str = "
+    UPDATE widget_link SET dob_tries_left = dob_tries_left - 1
+    WHERE link_hash = $1 AND used_at IS NULL AND dob_tries_left > 0 AND expires_at > $2
+    RETURNING dob_tries_left";
+
+/// Links that expired before `$1`, at most `$2` at a time.
+pub const PURGE_WIDGET_LINKS: &str =
+    "DELETE FROM widget_link WHERE link_hash IN (SELECT link_hash FROM widget_link WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)";

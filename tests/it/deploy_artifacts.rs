@@ -377,7 +377,13 @@ fn deployment_and_configmap_make_a_configuration_the_service_accepts() {
             ports.insert(last_name, port.parse::<u16>().unwrap());
         }
     }
-    for (name, addr) in [("public", config.listen.public), ("internal", config.listen.internal), ("admin", config.listen.admin)] {
+    let listeners = [
+        ("public", config.listen.public),
+        ("internal", config.listen.internal),
+        ("admin", config.listen.admin),
+        ("widget", config.listen.widget),
+    ];
+    for (name, addr) in listeners {
         assert!(addr.ip().is_unspecified(), "the {name} listener must bind 0.0.0.0 in a pod, not {addr}");
         assert_eq!(ports.get(name), Some(&addr.port()), "containerPort {name} vs the {name} listener");
     }
@@ -400,11 +406,24 @@ fn deployment_and_configmap_make_a_configuration_the_service_accepts() {
             "shared" => file.ends_with(".secret"),
             "pan" => (file.starts_with("fingerprint-") || file.starts_with("encryption-")) && file.ends_with(".key"),
             "saas" => file.starts_with("webhook-") && file.ends_with(".secret"),
+            "widget" => (file.starts_with("link-") || file.starts_with("linkhash-")) && file.ends_with(".key"),
+            "cvk" => file.ends_with(".key"),
             "jwt" => true,
             _ => false,
         };
         assert!(fits, "key item {path} does not fit the layout of keys/README.md");
     }
+    // The card-details page: its current link key pair, a CVK, and a public https address.
+    assert!(config.widget.enabled, "the card-details page is on in the manifest");
+    let kid = &config.widget.link_key_version;
+    for file in [format!("widget/link-{kid}.key"), format!("widget/linkhash-{kid}.key")] {
+        assert!(key_paths.contains(&file.as_str()), "{file}: the current link keys (the service does not start without them)");
+    }
+    for tenant in config.tenants.iter() {
+        let cvk = format!("cvk/{}.key", tenant.id);
+        assert!(key_paths.contains(&cvk.as_str()), "{cvk}: tenant {}'s card verification key", tenant.id);
+    }
+    assert!(config.widget.public_url.as_deref().is_some_and(|u| u.starts_with("https://")), "the page's public https address");
     let jwks = config.auth.jwks_file.as_ref().expect("internal API tokens verified with a JWKS");
     let jwks_in_keys = jwks.strip_prefix(&keys_dir).expect("the JWKS file is in the keys mount");
     assert!(key_paths.contains(&jwks_in_keys.to_str().unwrap()), "the JWKS file is one of the keys items");

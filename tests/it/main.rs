@@ -27,6 +27,7 @@
 //! | [`store`] | the store on both databases, and the CSV import |
 //! | [`tenants`] | tenants own BIN ranges: the gate, the registry, Visa routing |
 //! | [`visa_notification`] | Visa's notification end to end: every status, both key modes, rotation |
+//! | [`widget`] | the secure card-details page over HTTP: issue, view, reveal once, 410s, date of birth, tenants, races |
 
 mod support;
 
@@ -51,3 +52,4 @@ mod signals;
 mod store;
 mod tenants;
 mod visa_notification;
+mod widget;

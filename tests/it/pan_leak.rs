@@ -1,12 +1,16 @@
 //! The card-number audit: run the real binary as an operator would (import, serve, take
-//! notifications good and bad, stop on SIGTERM), then scan everything it wrote — every log
-//! line of every command, every byte of the database files — for the card numbers it was
-//! fed. None may appear.
+//! notifications good and bad, show a card on the card-details page, stop on SIGTERM),
+//! then scan everything it wrote — every log line of every command, every byte of the
+//! database files — for the card numbers it was fed. None may appear; nor the
+//! card-details link, nor the CVV2 it showed.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use ctp_issuer::ids::{Expiry, TenantId};
+use ctp_issuer::pan::Pan;
 use ctp_issuer::sim::visa::{NotificationBuilder, enrollment_payload, notification_path};
+use ctp_issuer::widget::SoftwareCvv;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -21,6 +25,16 @@ const REGISTERED: [&str; 3] = ["4111111111111111", "4012888888881881", "55555555
 const UNKNOWN: &str = "4000000000000002";
 const BAD_LUHN: &str = "4111111111111112";
 const IN_BAD_CSV_ROW: &str = "4999999999999990";
+
+/// Every string value in a JSON document.
+fn strings(value: &Value) -> Vec<String> {
+    match value {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items.iter().flat_map(strings).collect(),
+        Value::Object(fields) => fields.values().flat_map(strings).collect(),
+        _ => Vec::new(),
+    }
+}
 
 fn scan(what: &str, bytes: &[u8], found: &mut Vec<String>) {
     let text = String::from_utf8_lossy(bytes);
@@ -70,6 +84,14 @@ async fn no_card_number_in_any_log_line_or_database_byte() {
 
     let token = setup.token("DEMO");
     setup.set("CTP_LOG_FORMAT", "json");
+    // The tenant's card verification key, for the card-details page.
+    std::fs::write(setup.keys().join("cvk/DEMO.key"), "00112233445566778899AABBCCDDEEFF").unwrap();
+    let cvv = SoftwareCvv::load(&setup.keys())
+        .unwrap()
+        .generate(&TenantId::parse("DEMO").unwrap(), &Pan::parse(REGISTERED[0]).unwrap(), Expiry::parse("2030-01").unwrap())
+        .unwrap()
+        .expose_for_display()
+        .to_owned();
     let server = setup.serve().await;
     let api = Api::with_token(server.internal, token, "DEMO");
     let call = |method: Method, path: &'static str, body: Value| {
@@ -128,6 +150,48 @@ async fn no_card_number_in_any_log_line_or_database_byte() {
     assert!(body.contains("\"last4\":\"1111\""), "{body}");
     scan("internal API answers", body.as_bytes(), &mut found);
 
+    // The card-details page: a link for K1, a tampered copy, a press without the CSRF
+    // cookie, the press that shows the card (to the cardholder: that is the page's job),
+    // and a second use.
+    let (status, body) = call(Method::POST, "/registry/v1/entities/E1/kits/K1/detailsUrl", Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    scan("the detailsUrl answer", body.as_bytes(), &mut found);
+    let url = serde_json::from_str::<Value>(&body).unwrap()["result"]["url"].as_str().unwrap().to_owned();
+    let link_token = url.rsplit_once("t=").unwrap().1.to_owned();
+    let widget = server.widget.expect("the widget listener");
+    let tampered = format!("/card-details?t={}", link_token.replace('.', ".A"));
+    assert_eq!(request(widget, Method::GET, &tampered, &[], "").await.status, StatusCode::GONE);
+    let page = request(widget, Method::GET, &format!("/card-details?t={link_token}"), &[], "").await;
+    assert_eq!(page.status, StatusCode::OK);
+    scan("the card-details landing page", &page.body, &mut found);
+    let cookie = page.headers["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let text = page.text();
+    let marker = "name=\"csrf\" value=\"";
+    let csrf_at = text.find(marker).unwrap() + marker.len();
+    let csrf = &text[csrf_at..csrf_at + text[csrf_at..].find('"').unwrap()];
+    let form = form_urlencoded::Serializer::new(String::new()).append_pair("t", &link_token).append_pair("csrf", csrf).finish();
+    let form_type = ("content-type", "application/x-www-form-urlencoded");
+    let no_cookie = request(widget, Method::POST, "/card-details", &[form_type], form.clone()).await;
+    assert_eq!(no_cookie.status, StatusCode::FORBIDDEN, "a press without the CSRF cookie is refused");
+    let with_cookie = [form_type, ("cookie", cookie.as_str())];
+    let shown = request(widget, Method::POST, "/card-details", &with_cookie, form.clone()).await;
+    assert_eq!(shown.status, StatusCode::OK);
+    assert!(shown.text().contains("<span>4111</span> <span>1111</span>") && shown.text().contains(&format!("<dd>{cvv}</dd>")));
+    let again = request(widget, Method::POST, "/card-details", &with_cookie, form).await;
+    assert_eq!(again.status, StatusCode::GONE);
+    scan("the card-details refusal", &again.body, &mut found);
+    let metrics = server.metrics().await;
+    for (series, value) in [
+        ("ctp_widget_links_issued_total", 1.0),
+        ("ctp_widget_links_used_total", 1.0),
+        ("ctp_widget_pages_shown_total{page=\"landing\"}", 2.0),
+        ("ctp_widget_refusals_total{reason=\"invalid_token\",step=\"show\"}", 1.0),
+        ("ctp_widget_refusals_total{reason=\"csrf\",step=\"reveal\"}", 1.0),
+        ("ctp_widget_refusals_total{reason=\"gone\",step=\"reveal\"}", 1.0),
+    ] {
+        assert_eq!(metrics.get(series), value, "{series}\n{}", metrics.text);
+    }
+
     // The relay has published the three attempts (on the log publisher: to stdout).
     server.metric_reaches("ctp_outbox_published_total{event_type=\"CTP_ENROLLMENT_ATTEMPT\"}", 3.0).await;
     scan("/metrics", server.get_admin("/metrics").await.text().as_bytes(), &mut found);
@@ -144,6 +208,17 @@ async fn no_card_number_in_any_log_line_or_database_byte() {
     }
     scan("serve stdout", exited.stdout.as_bytes(), &mut found);
     scan("serve stderr", exited.stderr.as_bytes(), &mut found);
+    assert!(exited.stderr.contains("card details shown"), "the page's log line is not what we think it is");
+    for (what, output) in [("stdout", &exited.stdout), ("stderr", &exited.stderr)] {
+        if output.contains(&link_token) {
+            found.push(format!("serve {what} contains the card-details link"));
+        }
+        // A CVV2 is three digits, so it is looked for as a whole logged value.
+        let lines = output.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok());
+        if lines.flat_map(|l| strings(&l)).any(|v| v == cvv) {
+            found.push(format!("serve {what} logs the CVV2 as a value"));
+        }
+    }
 
     setup.set("CTP_LOG_FORMAT", "text");
     let attempts = setup.run(&["attempts", "list"]);
@@ -153,6 +228,13 @@ async fn no_card_number_in_any_log_line_or_database_byte() {
 
     let mut files = 0;
     scan_dir(&setup.dir.path().join("db"), &mut found, &mut files);
+    let mut db_bytes = Vec::new();
+    for entry in std::fs::read_dir(setup.dir.path().join("db")).unwrap() {
+        db_bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    if String::from_utf8_lossy(&db_bytes).contains(&link_token[link_token.len() - 24..]) {
+        found.push("the database contains the card-details link".into());
+    }
     assert!(files >= 1, "no database file was scanned");
     assert!(found.is_empty(), "card numbers leaked:\n{}", found.join("\n"));
 }

@@ -289,17 +289,25 @@ db_test!(retention_deletes_what_has_served_and_keeps_what_waits, |db: TestDb| as
         };
         store.complete_idempotency_key("T1", key, claimed_at, 200, "{}", at).await.unwrap();
     }
+    // Card-details links that expired two hours and ten minutes ago, and a live one.
+    const MINUTE: i64 = 60_000;
+    for (hash, expires_at) in [("v1:old", t - 120 * MINUTE), ("v1:recent", t - 10 * MINUTE), ("v1:live", t + 5 * MINUTE)] {
+        assert!(store.insert_widget_link(hash, "T1", expires_at, 3, expires_at - 5 * MINUTE).await.unwrap());
+    }
 
     let retention = RetentionConfig::default();
     let purged = store.purge(&retention, SystemTime::now()).await.unwrap();
-    assert_eq!(purged, Purged { published_events: 1, callback_ids: 0, idempotency_keys: 1 });
+    assert_eq!(purged, Purged { published_events: 1, callback_ids: 0, idempotency_keys: 1, widget_links: 1 });
+    assert!(store.widget_link("v1:old").await.unwrap().is_none());
+    assert!(store.widget_link("v1:recent").await.unwrap().is_some(), "kept for an hour after it expired");
     // The old key is forgotten: using it again runs the request; the new one still replays.
     assert!(matches!(store.claim_idempotency_key("T1", "old-key", "other", t, t - 60_000).await.unwrap(), Claim::Claimed { .. }));
     assert!(matches!(store.claim_idempotency_key("T1", "new-key", "digest", t, t - 60_000).await.unwrap(), Claim::Replay { .. }));
 
     // A month on, the second published event goes too; the waiting one is never deleted.
     let later = SystemTime::now() + Duration::from_secs(30 * 24 * 3600);
-    assert_eq!(store.purge(&retention, later).await.unwrap().published_events, 1);
+    let purged = store.purge(&retention, later).await.unwrap();
+    assert_eq!((purged.published_events, purged.widget_links), (1, 2));
     let waiting = store.pending_outbox(10).await.unwrap();
     assert_eq!(waiting.len(), 1);
     assert!(waiting[0].id > claimed[1].id, "the waiting event is the third");

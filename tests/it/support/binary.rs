@@ -46,6 +46,7 @@ impl Setup {
             ("CTP_PUBLIC_ADDR", "127.0.0.1:0"),
             ("CTP_INTERNAL_ADDR", "127.0.0.1:0"),
             ("CTP_ADMIN_ADDR", "127.0.0.1:0"),
+            ("CTP_WIDGET_ADDR", "127.0.0.1:0"),
             ("CTP_LOG", "info,ctp_issuer=debug"),
             ("CTP_LOG_FORMAT", "json"),
             ("CTP_OUTBOX_POLL_INTERVAL", "100ms"),
@@ -118,7 +119,8 @@ impl Setup {
                 }
             }),
         ];
-        let mut running = Running { child: Mutex::new(Some(child)), stderr, stdout, readers, public: any(), internal: any(), admin: any() };
+        let mut running =
+            Running { child: Mutex::new(Some(child)), stderr, stdout, readers, public: any(), internal: any(), admin: any(), widget: None };
         let addrs = until("the binary's three listeners", Duration::from_secs(30), || async {
             running.assert_alive();
             let addr = |name: &str| running.log_line(|l| l["message"] == "listening" && l["listener"] == name).map(|l| l["addr"].clone());
@@ -135,6 +137,10 @@ impl Setup {
             ready.is_ok_and(|r| r.status == StatusCode::OK).then_some(())
         })
         .await;
+        // Logged before the service answers anything, so there by now if it is on.
+        running.widget = running
+            .log_line(|l| l["message"] == "listening" && l["listener"] == "widget")
+            .map(|l| l["addr"].as_str().unwrap().parse().unwrap());
         running
     }
 }
@@ -152,6 +158,8 @@ pub struct Running {
     pub public: SocketAddr,
     pub internal: SocketAddr,
     pub admin: SocketAddr,
+    /// The card-details page's listener, when `widget.enabled`.
+    pub widget: Option<SocketAddr>,
 }
 
 /// How `serve` ended.

@@ -4,7 +4,7 @@
 //! profiles and Visa notifications ([`cards`]), a dump of every table for "nothing was
 //! written" and "this value is nowhere" ([`dump`]), the outbox seen from a second
 //! connection ([`outbox`]), a proxy that cuts PostgreSQL away ([`proxy`]), and the one way
-//! to wait for something ([`wait`]).
+//! to wait for something ([`wait`]), and a headless browser ([`webdriver`]).
 
 pub mod api;
 pub mod binary;
@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod proxy;
 pub mod server;
 pub mod wait;
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 

@@ -53,6 +53,8 @@ pub struct TestServer {
     pub public: SocketAddr,
     pub internal: SocketAddr,
     pub admin: SocketAddr,
+    /// The card-details page's listener, unless `widget.enabled` was switched off.
+    pub widget: Option<SocketAddr>,
     pub keys: tempfile::TempDir,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
@@ -70,14 +72,16 @@ impl TestServer {
         config.listen.public = "127.0.0.1:0".parse().unwrap();
         config.listen.internal = "127.0.0.1:0".parse().unwrap();
         config.listen.admin = "127.0.0.1:0".parse().unwrap();
+        config.listen.widget = "127.0.0.1:0".parse().unwrap();
         adjust(&mut config);
-        let listeners = Listeners::bind(&config.listen).await.unwrap();
+        let listeners = Listeners::bind(&config).await.unwrap();
         let (public, internal, admin) =
             (listeners.public.local_addr().unwrap(), listeners.internal.local_addr().unwrap(), listeners.admin.local_addr().unwrap());
+        let widget = listeners.widget.as_ref().map(|l| l.local_addr().unwrap());
         let app = App::build(config).await.unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.clone().serve(listeners, shutdown.clone()));
-        Self { app, public, internal, admin, keys, shutdown, task }
+        Self { app, public, internal, admin, widget, keys, shutdown, task }
     }
 
     /// Imports `fixtures/kits.csv` (tenant DEMOBANK, four Visa test cards).
