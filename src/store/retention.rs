@@ -1,7 +1,8 @@
 //! What the store forgets, and when: rows that only served a moment (published outbox
 //! events, the webhook ids of applied callbacks, idempotency keys, the card-details page's
-//! expired links) are deleted once they can no longer matter, so that no table grows without bound with traffic. The records of the
-//! service's business (enrollment attempts, request traces, statuses) are kept.
+//! expired links) are deleted once they can no longer matter, so that no table grows
+//! without bound with traffic. The records of the service's business (enrollment
+//! attempts, request traces, statuses) are kept.
 //!
 //! A janitor in every replica deletes in small batches (at most [`BATCH`] rows a
 //! statement), oldest first, through indexes of their own (migrations 0005 and 0006), so
